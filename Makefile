@@ -1,0 +1,45 @@
+# Every target sets up its own virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned, so that pip does not pick a multi-GB CUDA build where a CPU one will do.
+TORCH_SPEC ?= torch==2.13.0
+DATA_DIR ?=
+DEVICE ?= auto
+RECIPES ?=
+SEEDS ?= 10
+
+data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: setup test test-fast reference template bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## test: the whole test suite (tests that need the real data skip without it; set DATA_DIR or VITKIT_DATA)
+test: setup
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m pytest -q
+
+## test-fast: without the tests that train on real data
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+## reference: train the reference on every recipe (RECIPES="mnist" for one) and write reference/results/
+reference: setup
+	$(PY) -m reference $(data_flag) --device $(DEVICE) $(if $(RECIPES),--recipes $(RECIPES))
+
+## template: regenerate student_template/ from reference/
+template: setup
+	$(PY) -m grader.template
+
+## bench: time the recipes to their grading thresholds over SEEDS seeds on this machine
+bench: setup
+	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Autograder for the attention and Vision Transformer homework."""

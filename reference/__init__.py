@@ -1,0 +1,1 @@
+"""Reference solution of the attention and Vision Transformer homework."""

@@ -1,0 +1,124 @@
+"""Scaled dot-product attention: the function, the single-head module of Eq. (1), and multi-head
+self-attention.
+
+Conventions used throughout the kit: batch first, and a boolean ``mask`` broadcastable to
+(..., T_q, T_k) where True means "may attend" (the convention of
+``torch.nn.functional.scaled_dot_product_attention``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Attention of the queries ``q`` over the keys ``k``, averaging the values ``v``.
+
+    Args:
+        q: queries, (..., T_q, d_k).
+        k: keys, (..., T_k, d_k).
+        v: values, (..., T_k, d_v).
+        mask: optional boolean tensor broadcastable to (..., T_q, T_k); True = may attend.
+
+    Returns:
+        ``(out, weights)``: out (..., T_q, d_v) and the attention weights (..., T_q, T_k),
+        the softmax over the last axis of ``q k^T / sqrt(d_k)``.
+    """
+    # BEGIN SOLUTION hint: scores = q k^T / sqrt(d_k); masked-out scores -> -inf; softmax over the keys; weights @ v
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)  # each row sums to 1 over the keys
+    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+    # END SOLUTION
+
+
+class ScaledDotProductAttention(nn.Module):
+    """Single-head attention of Eq. (1): ``softmax(Q W^Q (K W^K)^T / sqrt(d_model)) V W^V``.
+
+    Args:
+        d_model: width of the inputs and of the output.
+
+    Attributes:
+        w_q, w_k, w_v: ``nn.Linear(d_model, d_model, bias=False)``.
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        # BEGIN SOLUTION hint: three bias-free nn.Linear(d_model, d_model) named w_q, w_k, w_v
+        self.w_q = nn.Linear(d_model, d_model, bias=False)
+        self.w_k = nn.Linear(d_model, d_model, bias=False)
+        self.w_v = nn.Linear(d_model, d_model, bias=False)
+        # END SOLUTION
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """q (B, T_q, d_model), k and v (B, T_k, d_model) -> out (B, T_q, d_model);
+        with ``return_attention`` also the weights (B, T_q, T_k)."""
+        # BEGIN SOLUTION hint: project q, k, v with their weights, then call scaled_dot_product_attention
+        out, weights = scaled_dot_product_attention(self.w_q(q), self.w_k(k), self.w_v(v), mask)
+        return (out, weights) if return_attention else out
+        # END SOLUTION
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention with an output projection.
+
+    Args:
+        d_model: width of the tokens; must be divisible by ``num_heads``.
+        num_heads: number of heads, each of width ``d_model // num_heads``.
+        dropout: dropout probability on the attention weights (training only).
+        bias: whether the four projections have a bias.
+
+    Attributes:
+        w_q, w_k, w_v, w_o: ``nn.Linear(d_model, d_model, bias=bias)``.
+
+    Raises:
+        ValueError: if ``d_model`` is not divisible by ``num_heads``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        # BEGIN SOLUTION hint: check divisibility (ValueError); four nn.Linear(d_model, d_model, bias=bias); nn.Dropout(dropout)
+        if num_heads < 1 or d_model % num_heads != 0:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.w_q = nn.Linear(d_model, d_model, bias=bias)
+        self.w_k = nn.Linear(d_model, d_model, bias=bias)
+        self.w_v = nn.Linear(d_model, d_model, bias=bias)
+        self.w_o = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        # END SOLUTION
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, T, d_model) -> (B, T, d_model); with ``return_attention`` also the per-head
+        attention weights (B, num_heads, T, T), before dropout."""
+        # BEGIN SOLUTION hint: project, split the width into heads (B, h, T, d_model/h), attend per head, merge the heads, apply w_o
+        B, T, D = x.shape
+        h = self.num_heads
+
+        def split_heads(t: Tensor) -> Tensor:
+            return t.view(B, T, h, D // h).transpose(1, 2)  # (B, h, T, D/h)
+
+        q, k, v = split_heads(self.w_q(x)), split_heads(self.w_k(x)), split_heads(self.w_v(x))
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, T, T) -> (B, 1, T, T): the same mask for every head
+        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, h, T, D/h), (B, h, T, T)
+        if self.training and self.dropout.p > 0:
+            out = self.dropout(weights) @ v  # dropout on the weights, as nn.MultiheadAttention does
+        out = out.transpose(1, 2).reshape(B, T, D)  # heads side by side again
+        out = self.w_o(out)
+        return (out, weights) if return_attention else out
+        # END SOLUTION

@@ -1,0 +1,257 @@
+"""The one training function of the kit, used by the notebooks, ``make reference`` and the grader.
+
+It knows nothing about the model it trains beyond ``model(images) -> logits``. The whole dataset
+sits on the device as uint8; batches are normalised and augmented there. AdamW with a linear
+warm-up and cosine decay, label smoothing, bf16 autocast on CUDA. It returns a ``History`` and
+prints nothing, except a progress bar when asked (by default: when stderr is a terminal).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import ImageDataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; every field has a default that works for the kit's small ViTs."""
+
+    epochs: int = 10  # the budget: training never runs longer than this
+    batch_size: int = 256  # large enough to keep a GPU busy, small enough for many steps per epoch
+    lr: float = 2e-3  # peak AdamW learning rate, reached after the warm-up
+    weight_decay: float = 0.05  # on weight matrices only; norms, biases and embeddings are not decayed
+    warmup_epochs: float = 1.0  # linear warm-up: attention is unstable at a high lr from random init
+    label_smoothing: float = 0.1  # a cheap regulariser that helps small ViTs generalise
+    augment: str = "none"  # "none" or "crop_flip" (random 4-pixel-padded crop + horizontal flip)
+    autocast: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    eval_batch_size: int = 1000  # evaluation batches: memory only, no effect on results
+
+
+@dataclass
+class History:
+    """What a training run measured; plain data, ready for JSON."""
+
+    epoch_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    step_loss: list[float] = field(default_factory=list)  # training loss of every step
+    test_accuracy: list[float] = field(default_factory=list)  # after each epoch, on the test split
+    epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch (no evaluation)
+    eval_seconds: list[float] = field(default_factory=list)
+    stop_reason: str = ""  # "target reached", "budget", "time limit", "nan loss"
+    device: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return len(self.test_accuracy)
+
+    @property
+    def seconds(self) -> float:
+        """Total training time, evaluation excluded."""
+        return float(sum(self.epoch_seconds))
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.test_accuracy[-1] if self.test_accuracy else 0.0
+
+    def seconds_to(self, accuracy: float) -> float | None:
+        """Training seconds until the first epoch at or above ``accuracy`` (None if never)."""
+        for i, acc in enumerate(self.test_accuracy):
+            if acc >= accuracy:
+                return float(sum(self.epoch_seconds[: i + 1]))
+        return None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "epochs": self.epochs, "seconds": self.seconds}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def describe_device(device: str | torch.device | None = None) -> str:
+    """A human-readable name for the device, e.g. "cuda (NVIDIA H100 80GB HBM3)" or "cpu (AMD EPYC, 2 threads)"."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} threads)"
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 (B, C, H, W) -> float (B, C, H, W), standardised per channel."""
+    return (images.float().div_(255) - mean) / std
+
+
+def random_crop(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """A random crop of each image after zero padding, same size as the input; (B, C, H, W)."""
+    B, C, H, W = images.shape
+    padded = F.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * padding + 1, (B, 1), device=images.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (B, 1), device=images.device, generator=generator)
+    rows = (dy + torch.arange(H, device=images.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx + torch.arange(W, device=images.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(B, device=images.device)[:, None, None, None]
+    chans = torch.arange(C, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Flip each image left-right with probability 1/2; (B, C, H, W)."""
+    flip = torch.rand(images.size(0), device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # Decay weight matrices only: decaying norms, biases, tokens and embeddings hurts small ViTs.
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() == 2]
+    rest = [p for p in params if p.dim() != 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images: Tensor, labels: Tensor, mean: Tensor, std: Tensor,
+    batch_size: int = 1000, autocast: bool = True,
+) -> float:
+    """Accuracy of ``model`` on uint8 ``images`` already on the model's device."""
+    was_training = model.training
+    model.eval()
+    use_amp = autocast and images.device.type == "cuda"
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for i in range(0, len(images), batch_size):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(normalize(images[i:i + batch_size], mean, std))
+        correct += (logits.argmax(-1) == labels[i:i + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(images))
+
+
+def train(
+    model: nn.Module,
+    data: ImageDataset,
+    config: TrainConfig = TrainConfig(),
+    *,
+    device: str | torch.device | None = None,
+    target_accuracy: float | None = None,
+    time_limit: float | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+    on_epoch_end: Callable[[History], None] | None = None,
+) -> History:
+    """Train ``model`` on ``data`` and return what was measured.
+
+    Args:
+        model: any module mapping normalised images (B, C, H, W) to logits (B, num_classes).
+        data: the dataset; moved to ``device`` whole, as uint8.
+        config: the recipe and the budget in epochs.
+        device: "auto" (default), "cpu", "cuda", ...
+        target_accuracy: stop after the first epoch whose test accuracy reaches it.
+        time_limit: stop after the epoch during which this many training seconds have passed.
+        seed: seeds the initial shuffle and augmentation (not the model's initialisation).
+        progress: show a progress bar; None = only when stderr is a terminal.
+        on_epoch_end: called with the history after every epoch.
+    """
+    device = resolve_device(device)
+    model.to(device).train()
+    history = History(device=str(device))
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    # The whole dataset on the device, as uint8: no loader, no host-device copies per step.
+    train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
+    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup_steps, total_steps))
+    use_amp = config.autocast and device.type == "cuda"
+    show = sys.stderr.isatty() if progress is None else progress
+
+    for epoch in range(config.epochs):
+        bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", show)
+        _sync(device)
+        start = time.perf_counter()
+        losses = torch.zeros(steps_per_epoch, device=device)
+        order = torch.randperm(len(train_x), device=device, generator=generator)
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            images = train_x[idx]
+            if config.augment == "crop_flip":
+                images = random_flip(random_crop(images, 4, generator), generator)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(normalize(images, mean, std))
+            loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses[step] = loss.detach()
+            if bar is not None:
+                bar.update(1)
+        _sync(device)
+        history.epoch_seconds.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        accuracy = evaluate(model, test_x, test_y, mean, std, config.eval_batch_size, config.autocast)
+        history.eval_seconds.append(time.perf_counter() - start)
+        step_losses = losses.tolist()
+        history.step_loss += step_losses
+        history.epoch_loss.append(sum(step_losses) / len(step_losses))
+        history.test_accuracy.append(accuracy)
+        if bar is not None:
+            bar.set_postfix(loss=f"{history.epoch_loss[-1]:.3f}", acc=f"{accuracy:.4f}")
+            bar.close()
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+
+        if not all(math.isfinite(x) for x in step_losses):
+            history.stop_reason = "nan loss"
+            break
+        if target_accuracy is not None and accuracy >= target_accuracy:
+            history.stop_reason = "target reached"
+            break
+        if time_limit is not None and history.seconds >= time_limit:
+            history.stop_reason = "time limit"
+            break
+    else:
+        history.stop_reason = "budget"
+    return history
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _progress_bar(total: int, desc: str, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm  # imported lazily: no work at import time
+
+    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True)

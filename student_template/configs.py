@@ -1,0 +1,77 @@
+"""The fixed, named training configurations: model hyperparameters, recipe and budget.
+
+The grader trains every submission with these, unchanged, through ``training.train``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .training import TrainConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The arguments of ``VisionTransformer``."""
+
+    image_size: int
+    patch_size: int
+    in_channels: int
+    num_classes: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_hidden: int
+    dropout: float = 0.0
+
+    def build(self, vit_class: type[nn.Module] | None = None) -> nn.Module:
+        """A fresh model: ``vit_class(**fields)``, the reference ``VisionTransformer`` by default."""
+        if vit_class is None:
+            from .vit import VisionTransformer as vit_class
+        return vit_class(**asdict(self))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named configuration: which data, which model, how to train it, and when it is good enough."""
+
+    name: str
+    dataset: str  # "mnist" or "cifar10"
+    model: ModelConfig
+    train: TrainConfig
+    thresholds: tuple[float, ...]  # test accuracies the exercise awards points at, ascending
+
+    @property
+    def target_accuracy(self) -> float:
+        """The top threshold: training for grading stops once the test split reaches it."""
+        return max(self.thresholds)
+
+
+RECIPES: dict[str, Recipe] = {
+    # The exercise's MNIST model: 16 patches of 7x7, 6 small blocks.
+    "mnist": Recipe(
+        name="mnist",
+        dataset="mnist",
+        model=ModelConfig(image_size=28, patch_size=7, in_channels=1, num_classes=10,
+                          d_model=64, num_layers=6, num_heads=8, d_hidden=128),
+        train=TrainConfig(epochs=5, batch_size=128, lr=2e-3, warmup_epochs=0.2, augment="none"),
+        thresholds=(0.94,),
+    ),
+    # 64 patches of 4x4; crop+flip; 0.81M parameters.
+    "cifar10": Recipe(
+        name="cifar10",
+        dataset="cifar10",
+        model=ModelConfig(image_size=32, patch_size=4, in_channels=3, num_classes=10,
+                          d_model=128, num_layers=6, num_heads=4, d_hidden=256),
+        train=TrainConfig(epochs=30, batch_size=512, lr=2e-3, warmup_epochs=2.0, augment="crop_flip"),
+        thresholds=(0.25, 0.50, 0.70),
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; a ValueError that lists the names otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]

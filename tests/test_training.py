@@ -1,0 +1,105 @@
+"""The training function: it learns, stops when asked, reports what it measured."""
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_mnist_dir, real_data_dir
+from reference.configs import RECIPES, ModelConfig, get_recipe
+from reference.data import load_mnist
+from reference.training import History, TrainConfig, random_crop, random_flip, train
+
+FAST = TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_epochs=0.5)
+
+
+def tiny_model() -> nn.Module:
+    return ModelConfig(28, 7, 1, 10, d_model=32, num_layers=1, num_heads=2, d_hidden=64).build()
+
+
+def test_learns_and_stops_at_the_target(mnist_dir):
+    data = load_mnist(mnist_dir)
+    torch.manual_seed(0)
+    history = train(tiny_model(), data, FAST, device="cpu", target_accuracy=0.9)
+    assert history.stop_reason == "target reached"
+    assert history.final_accuracy >= 0.9 and history.epochs < FAST.epochs
+    assert len(history.step_loss) == history.epochs * math.ceil(512 / 64)
+    assert history.epoch_loss[-1] < history.epoch_loss[0]
+    assert history.seconds_to(0.9) == pytest.approx(history.seconds)
+    json.dumps(history.to_dict())  # plain data
+
+
+def test_runs_the_whole_budget_without_a_target(mnist_dir):
+    data = load_mnist(mnist_dir).subset(128, 32)
+    history = train(tiny_model(), data, replace(FAST, epochs=2), device="cpu")
+    assert history.stop_reason == "budget" and history.epochs == 2
+    assert len(history.epoch_seconds) == len(history.eval_seconds) == 2
+
+
+def test_same_seed_same_run(mnist_dir):
+    data = load_mnist(mnist_dir).subset(128, 32)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(train(tiny_model(), data, replace(FAST, epochs=1, augment="crop_flip"), device="cpu", seed=3).step_loss)
+    assert runs[0] == runs[1]
+
+
+class NaNModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+def test_nan_loss_stops_the_run(mnist_dir):
+    history = train(NaNModel(), load_mnist(mnist_dir).subset(64, 16), FAST, device="cpu")
+    assert history.stop_reason == "nan loss" and history.epochs == 1
+
+
+def test_time_limit_stops_after_the_epoch(mnist_dir):
+    history = train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), FAST, device="cpu", time_limit=0.0)
+    assert history.stop_reason == "time limit" and history.epochs == 1
+
+
+def test_on_epoch_end_sees_each_epoch(mnist_dir):
+    seen = []
+    train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, epochs=2), device="cpu",
+          on_epoch_end=lambda h: seen.append(h.epochs))
+    assert seen == [1, 2]
+
+
+def test_crop_and_flip_keep_the_pixels():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
+    assert torch.equal(random_crop(images, 0), images)
+    cropped = random_crop(images, 2, torch.Generator().manual_seed(0))
+    assert cropped.shape == images.shape and cropped.dtype == torch.uint8
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    for orig, out in zip(images, flipped):
+        assert torch.equal(out, orig) or torch.equal(out, orig.flip(-1))
+
+
+def test_recipes_build_their_models():
+    for recipe in RECIPES.values():
+        model = recipe.model.build()
+        C = recipe.model.in_channels
+        S = recipe.model.image_size
+        assert model(torch.zeros(2, C, S, S)).shape == (2, recipe.model.num_classes)
+        assert recipe.target_accuracy == max(recipe.thresholds)
+
+
+REAL = real_data_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REAL is None, reason="real data absent: set VITKIT_DATA (CI: ../shared/data)")
+def test_mnist_recipe_reaches_its_target_on_the_cpu():
+    recipe = get_recipe("mnist")
+    torch.manual_seed(0)
+    history = train(recipe.model.build(), load_mnist(REAL), recipe.train, device="cpu",
+                    target_accuracy=recipe.target_accuracy)
+    assert history.final_accuracy >= recipe.target_accuracy, history.test_accuracy
