@@ -26,13 +26,13 @@ def plot_history(history: History, title: str = "", path: str | os.PathLike | No
     fig = Figure(figsize=(10, 3.6))
     loss_ax, acc_ax = fig.subplots(1, 2)
     steps = len(history.step_loss)
-    if steps:
-        per_epoch = steps / max(1, history.epochs)
-        loss_ax.plot([i / per_epoch for i in range(steps)], history.step_loss, lw=0.6, alpha=0.5, label="step")
-    loss_ax.plot(range(1, history.epochs + 1), history.epoch_loss, "o-", label="epoch mean")
+    if steps and history.epochs:
+        per_epoch = steps / history.epochs
+        loss_ax.plot([(i + 1) / per_epoch for i in range(steps)], history.step_loss, lw=0.6, alpha=0.5, label="step")
+    loss_ax.plot(history.epoch, history.train_loss, "o-", label="mean since last evaluation")
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     loss_ax.legend()
-    acc_ax.plot(range(1, history.epochs + 1), [100 * a for a in history.test_accuracy], "o-")
+    acc_ax.plot(history.epoch, [100 * a for a in history.test_accuracy], "o-")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
     acc_ax.grid(alpha=0.3)
     if title:

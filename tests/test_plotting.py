@@ -10,8 +10,8 @@ PNG = b"\x89PNG"
 
 
 def test_history_plot(tmp_path):
-    history = History(epoch_loss=[2.0, 1.0], step_loss=[2.2, 1.8, 1.1, 0.9], test_accuracy=[0.5, 0.8],
-                      epoch_seconds=[1.0, 1.0], eval_seconds=[0.1, 0.1])
+    history = History(epoch=[0.5, 1.0], train_loss=[2.0, 1.0], step_loss=[2.2, 1.8, 1.1, 0.9],
+                      test_accuracy=[0.5, 0.8], train_seconds=[1.0, 1.0], eval_seconds=[0.1, 0.1])
     fig = plot_history(history, "t", tmp_path / "curves.png")
     assert len(fig.axes) == 2
     assert (tmp_path / "curves.png").read_bytes()[:4] == PNG

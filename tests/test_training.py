@@ -26,7 +26,7 @@ def test_learns_and_stops_at_the_target(mnist_dir):
     assert history.stop_reason == "target reached"
     assert history.final_accuracy >= 0.9 and history.epochs < FAST.epochs
     assert len(history.step_loss) == history.epochs * math.ceil(512 / 64)
-    assert history.epoch_loss[-1] < history.epoch_loss[0]
+    assert history.train_loss[-1] < history.train_loss[0]
     assert history.seconds_to(0.9) == pytest.approx(history.seconds)
     json.dumps(history.to_dict())  # plain data
 
@@ -35,7 +35,7 @@ def test_runs_the_whole_budget_without_a_target(mnist_dir):
     data = load_mnist(mnist_dir).subset(128, 32)
     history = train(tiny_model(), data, replace(FAST, epochs=2), device="cpu")
     assert history.stop_reason == "budget" and history.epochs == 2
-    assert len(history.epoch_seconds) == len(history.eval_seconds) == 2
+    assert len(history.train_seconds) == len(history.eval_seconds) == 2 and history.epoch == [1.0, 2.0]
 
 
 def test_same_seed_same_run(mnist_dir):
@@ -64,6 +64,20 @@ def test_nan_loss_stops_the_run(mnist_dir):
 def test_time_limit_stops_after_the_epoch(mnist_dir):
     history = train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), FAST, device="cpu", time_limit=0.0)
     assert history.stop_reason == "time limit" and history.epochs == 1
+
+
+def test_evaluations_inside_an_epoch(mnist_dir):
+    data = load_mnist(mnist_dir).subset(128, 32)  # 2 steps of 64 per epoch
+    history = train(tiny_model(), data, replace(FAST, epochs=2, evals_per_epoch=2), device="cpu")
+    assert history.epoch == [0.5, 1.0, 1.5, 2.0]
+    assert len(history.test_accuracy) == len(history.train_loss) == len(history.train_seconds) == 4
+    assert len(history.step_loss) == 4
+
+
+def test_target_stops_inside_an_epoch(mnist_dir):
+    history = train(tiny_model(), load_mnist(mnist_dir).subset(128, 32), replace(FAST, evals_per_epoch=2),
+                    device="cpu", target_accuracy=0.0)
+    assert history.stop_reason == "target reached" and history.epoch == [0.5]
 
 
 def test_on_epoch_end_sees_each_epoch(mnist_dir):
