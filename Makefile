@@ -11,7 +11,7 @@ SEEDS ?= 10
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup test test-fast reference template bench clean
+.PHONY: setup test test-fast reference template bench theory clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ template: setup
 ## bench: time the recipes to their grading thresholds over SEEDS seeds on this machine
 bench: setup
 	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
+
+## theory: render the worked answers to theory/build/answers.html (offline maths) and the question sheet
+theory: setup
+	$(PY) -m theory.build
 
 clean:
 	rm -rf $(VENV) .pytest_cache

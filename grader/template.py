@@ -8,7 +8,8 @@ In the reference's exercise modules every solution sits between two marker lines
 
 The student template keeps everything else (signatures, docstrings) and replaces each marked
 region with the hint as a ``# TODO`` comment and ``raise NotImplementedError``. Provided modules
-(data, training, configs, plotting) are copied byte for byte. ``--check`` regenerates into a
+(data, training, configs, plotting) are copied byte for byte; the notebooks and the theory
+question sheet are generated. ``--check`` regenerates into a
 temporary directory and reports any file that differs from the committed template.
 """
 from __future__ import annotations
@@ -97,6 +98,10 @@ def generate(reference_dir: Path, out_dir: Path) -> list[Path]:
     for name, build in NOTEBOOKS.items():
         (out_dir / name).write_text(build())
         written.append(out_dir / name)
+    from theory.build import question_sheet  # the theory questions, without their answers
+
+    written.append(out_dir / "theory_questions.md")
+    written[-1].write_text(question_sheet())
     return written
 
 

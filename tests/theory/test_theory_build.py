@@ -1,0 +1,121 @@
+"""The HTML page builds offline with MathML, and the question sheet holds no answers."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from theory import build
+from theory.markers import (
+    BEGIN_ANSWER,
+    Marker,
+    all_markers,
+    answer_files,
+    locate,
+    split_blocks,
+)
+
+
+@pytest.fixture(scope="module")
+def answers_html() -> str:
+    return build.render_answers_html()
+
+
+@pytest.fixture(scope="module")
+def sheet() -> str:
+    return build.question_sheet()
+
+
+def test_html_has_mathml_and_no_tex_left(answers_html):
+    assert answers_html.count("<math") > 150
+    assert "<merror" not in answers_html
+    text = re.sub(r"<math.*?</math>", "", answers_html, flags=re.S)
+    text = re.sub(r"<code>.*?</code>", "", text, flags=re.S)
+    assert "$" not in text, "a formula was not converted"
+    assert "ZZSTASH" not in answers_html and "ZZCODE" not in answers_html
+    assert "check:" not in answers_html, "check markers must not reach the page"
+
+
+def test_html_is_self_contained(answers_html):
+    lowered = answers_html.lower()
+    assert "<script" not in lowered and "<link" not in lowered and "@import" not in lowered
+    assert "<iframe" not in lowered and "url(" not in lowered
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', answers_html):
+        assert attr.startswith(("#", "data:")), attr
+    # the only URLs are XML namespace names, which browsers never fetch
+    assert set(re.findall(r"https?://[^\s\"'<>]+", answers_html)) <= {"http://www.w3.org/1998/Math/MathML"}
+    assert 'src="data:image/png;base64,' in answers_html, "the figure is embedded"
+
+
+def test_html_has_every_question_and_answer(answers_html):
+    assert answers_html.count('class="answer"') == sum(
+        1 for p in answer_files() for kind, _ in split_blocks(p.read_text(encoding="utf-8")) if kind == "answer"
+    )
+    for heading in ("1.1 The quantities of Eq. (1)", "3.2 Why divide by", "6.4 Why pooling helps"):
+        assert heading in answers_html
+
+
+def test_question_sheet_has_every_question(sheet):
+    headings = re.findall(r"^### (\d+\.\d+) ", sheet, flags=re.M)
+    assert len(headings) == 29 and len(set(headings)) == 29
+    assert re.findall(r"^## (\d)\. ", sheet, flags=re.M) == list("123456")
+    for data in ("(2, -1, 3)", "(1, 2, 4)", r"0&1&0&1&0", r"200 \times 1", r"28 \times 28 \times 3"):
+        assert data in sheet
+
+
+def test_question_sheet_has_no_answers(sheet):
+    assert BEGIN_ANSWER not in sheet and "ANSWER" not in sheet and "check:" not in sheet
+    assert "Common mistake" not in sheet and "![" not in sheet
+    for path in answer_files():
+        for kind, body in split_blocks(path.read_text(encoding="utf-8"), path.name):
+            if kind != "answer":
+                continue
+            for para in re.split(r"\n\s*\n", body):
+                para = para.strip()
+                if len(para) > 40 and not para.startswith("<!--"):
+                    assert para not in sheet, para[:80]
+
+
+# Values that the questions themselves state: the input shapes, v3, and pooling of 0/1 matrices.
+GIVEN_IN_QUESTIONS = {
+    "attention.output_shape",  # = the shape of Q in Eq. (1)
+    "sa.h_shape",  # = the shape of the input C
+    "softmax.betainf_limit",  # = v3 = (1, 2, 4)
+    "pool.out_size", "pool.max_a", "pool.max_b", "pool.max_b_shifted", "pool.sum_b",  # 1s, 2s, 3s
+}
+
+
+def test_question_sheet_states_no_checked_result(sheet):
+    leaked = []
+    for m in all_markers():
+        if m.value is True:
+            continue
+        probe = Marker(m.key, m.raw, m.value, "sheet", 0, sheet)
+        if locate(probe) is not None and m.key not in GIVEN_IN_QUESTIONS:
+            leaked.append(m.key)
+    assert leaked == []
+
+
+def test_cli_writes_page_and_sheet(tmp_path):
+    out = tmp_path / "site"
+    q = tmp_path / "template" / "theory_questions.md"
+    assert build.main(["--out-dir", str(out), "--questions", str(q)]) == 0
+    assert (out / "answers.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "<math" in (out / "questions.html").read_text(encoding="utf-8")
+    assert q.read_text(encoding="utf-8") == build.question_sheet() == (out / "questions.md").read_text(encoding="utf-8")
+
+
+def test_cli_questions_only(tmp_path):
+    q = tmp_path / "q.md"
+    assert build.main(["--no-html", "--questions", str(q), "--out-dir", str(tmp_path / "none")]) == 0
+    assert q.exists() and not (tmp_path / "none").exists()
+
+
+def test_bad_formula_is_reported(tmp_path):
+    with pytest.raises(build.MathError):
+        build.render_markdown(r"$\begin{bmatrix} 1 $", tmp_path, "x.md")
+
+
+def test_code_is_not_taken_for_maths(tmp_path):
+    html = build.render_markdown("Use `a $b$ c` and $x$.", tmp_path)
+    assert "<code>a $b$ c</code>" in html and html.count("<math") == 1
