@@ -8,10 +8,13 @@ DATA_DIR ?=
 DEVICE ?= auto
 RECIPES ?=
 SEEDS ?= 10
+SUBMISSION ?=
+OUT ?=
+TRAINING ?= mnist
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup test test-fast reference template bench theory clean
+.PHONY: setup test test-fast reference template bench theory grade check clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +43,14 @@ template: setup
 ## bench: time the recipes to their grading thresholds over SEEDS seeds on this machine
 bench: setup
 	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
+
+## grade: grade SUBMISSION (one path, or several in quotes; default: reference/ as a self-check)
+grade: setup
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT))
+
+## check: the students' quick visible checks on SUBMISSION (default: student_template/)
+check: setup
+	$(PY) -m grader --check $(SUBMISSION)
 
 ## theory: render the worked answers to theory/build/answers.html (offline maths) and the question sheet
 theory: setup

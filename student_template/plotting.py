@@ -70,23 +70,33 @@ def plot_attention_map(
 ) -> Figure:
     """The first block's attention for one normalised test image (C, H, W): the image, the class
     token's attention over the patches laid on it, and the full (N+1) x (N+1) map (head average)."""
-    C, H, W = image.shape
-    weights = block_attention(model, image).mean(0)  # (N+1, N+1), head average
-    grid = class_token_attention(model, image)
     pixels = image.cpu() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-    pixels = pixels.clamp(0, 1).permute(1, 2, 0)  # (H, W, C) for imshow
-    shown = (pixels[..., 0] if C == 1 else pixels).numpy()
+    return draw_attention(block_attention(model, image), pixels.clamp(0, 1), title, path)
+
+
+def draw_attention(weights: Tensor, pixels: Tensor, title: str = "", path: str | os.PathLike | None = None) -> Figure:
+    """Draw attention weights (heads, N+1, N+1) of square patches over an image (C, H, W) with
+    values in 0-1 (or uint8): the image, the class token's attention over the patch grid, and the
+    head-averaged map."""
+    pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
+    C, H, W = pixels.shape
+    mean_map = weights.float().mean(0)  # (N+1, N+1)
+    side = math.isqrt(mean_map.size(0) - 1)
+    grid_shape = (side, side) if H == W else (round(H * side / W), round(W * side / H))
+    grid = mean_map[0, 1:].reshape(grid_shape)  # class token -> patches
+    shown = (pixels[0] if C == 1 else pixels.permute(1, 2, 0)).numpy()  # (H, W) or (H, W, C)
+    cmap = "gray" if C == 1 else None
 
     fig = Figure(figsize=(11, 3.6))
     img_ax, over_ax, map_ax = fig.subplots(1, 3)
-    img_ax.imshow(shown, cmap="gray" if C == 1 else None)
+    img_ax.imshow(shown, cmap=cmap)
     img_ax.set_title("test image")
-    over_ax.imshow(shown, cmap="gray" if C == 1 else None)
+    over_ax.imshow(shown, cmap=cmap)
     over_ax.imshow(grid.numpy(), cmap="inferno", alpha=0.6, extent=(-0.5, W - 0.5, H - 0.5, -0.5), interpolation="nearest")
     over_ax.set_title("class token -> patches (block 1)")
     for ax in (img_ax, over_ax):
         ax.axis("off")
-    im = map_ax.imshow(weights.numpy(), cmap="viridis")
+    im = map_ax.imshow(mean_map.numpy(), cmap="viridis")
     map_ax.set(title="attention map, block 1 (head mean)", xlabel="key (0 = class)", ylabel="query (0 = class)")
     fig.colorbar(im, ax=map_ax, fraction=0.046)
     if title:

@@ -1,0 +1,432 @@
+"""The hidden checks. They run in the grader (the parent): inputs are drawn here from a seed,
+sent to the sandbox, and the outputs that come back are compared here with PyTorch's own
+implementations, with the student's weights copied into them.
+
+Each check is named ``component:check`` and passes or fails with a message; points come from
+the rubric, not from here. A composite (the blocks, the ViT) is judged against its specification
+built from the student's own sub-modules, so that one mistake costs points in one component.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grader.integrity import ATTENTION, LIBRARY, REFERENCE, ForbiddenCall
+
+COMPONENTS = ("attention", "multihead", "feedforward", "residual_block", "transformer_block", "patchify", "vit",
+              "training_mnist", "training_cifar10")
+# The interface name a forbidden call happened in -> the component charged for it.
+OWNER = {
+    "scaled_dot_product_attention": "attention", "ScaledDotProductAttention": "attention",
+    "MultiHeadSelfAttention": "multihead", "FeedForwardBlock": "feedforward",
+    "SelfAttentionBlock": "residual_block", "TransformerBlock": "transformer_block",
+    "patchify": "patchify", "VisionTransformer": "vit",
+}
+FILE_OWNER = {"attention.py": "attention", "blocks.py": "transformer_block", "vit.py": "vit"}
+CHARGED = (ATTENTION, LIBRARY, REFERENCE)  # categories of forbidden calls that cost points
+ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
+
+
+class CheckFailed(Exception):
+    """A check's verdict: the message says what was wrong."""
+
+
+@dataclass
+class CheckResult:
+    name: str  # "component:check"
+    passed: bool
+    message: str = ""
+    skipped: bool = False  # not run (e.g. no data for training); worth no points either way
+
+    @property
+    def component(self) -> str:
+        return self.name.split(":", 1)[0]
+
+
+@dataclass
+class Context:
+    """What a check needs: a way to call probes, a seeded generator, and what is known so far."""
+
+    call: Callable[..., Any]  # call(probe, *args) -> Outcome
+    seed: int
+    generator: torch.Generator = field(init=False)
+    forbidden: list[ForbiddenCall] = field(default_factory=list)
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # probe values shared by several checks
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.randn(*shape, generator=self.generator, dtype=dtype)
+
+    def mask(self, t_q: int, t_k: int) -> Tensor:
+        mask = torch.rand(t_q, t_k, generator=self.generator) > 0.4
+        mask[:, 0] = True  # a fully masked row has no defined softmax
+        return mask
+
+    def run(self, probe: str, *args: Any) -> Any:
+        """The probe's value, or CheckFailed with the child's error and the student's traceback."""
+        outcome = self.call(f"grader.probes:{probe}", *args)
+        self.forbidden += outcome.forbidden_calls
+        if not outcome.ok:
+            trace = f"\n{outcome.student_traceback}" if outcome.student_traceback else ""
+            raise CheckFailed(f"{outcome.error}{trace}")
+        return outcome.value
+
+    def passed(self, component: str) -> bool:
+        """Whether every check of ``component`` run so far passed, and its code used no library attention."""
+        own = [r for r in self.results.values() if r.component == component and not r.skipped]
+        charged = any(forbidden_owner(c) == component for c in self.forbidden if c.category in CHARGED)
+        return bool(own) and all(r.passed for r in own) and not charged
+
+
+def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: float = RTOL) -> None:
+    """CheckFailed unless ``actual`` is a tensor of ``expected``'s shape and values."""
+    if not isinstance(actual, Tensor):
+        raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    actual, expected = actual.detach().double(), expected.detach().double()
+    if not torch.isfinite(actual).all():
+        raise CheckFailed(f"{what}: contains NaN or infinity")
+    diff = (actual - expected).abs()
+    bad = diff > atol + rtol * expected.abs()
+    if bad.any():
+        flat = int(diff.argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+        raise CheckFailed(f"{what}: largest difference {diff.max().item():.3g} at index {index} "
+                          f"(got {actual[index].item():.5g}, expected {expected[index].item():.5g})")
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_linear(info: Any, name: str, in_features: int, out_features: int, bias: bool) -> None:
+    expect(isinstance(info, dict), f"`{name}` must be an nn.Linear, found {info}")
+    got = (info["in"], info["out"], info["bias"])
+    expect(got == (in_features, out_features, bias),
+           f"`{name}` must be nn.Linear({in_features}, {out_features}, bias={bias}), "
+           f"found in={got[0]}, out={got[1]}, bias={got[2]}")
+
+
+def _copy_to_mha(state: dict[str, Tensor], d_model: int, num_heads: int, bias: bool) -> nn.MultiheadAttention:
+    mha = nn.MultiheadAttention(d_model, num_heads, bias=bias, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([state[f"{p}.weight"] for p in ("w_q", "w_k", "w_v")]))
+        mha.out_proj.weight.copy_(state["w_o.weight"])
+        if bias:
+            mha.in_proj_bias.copy_(torch.cat([state[f"{p}.bias"] for p in ("w_q", "w_k", "w_v")]))
+            mha.out_proj.bias.copy_(state["w_o.bias"])
+    return mha.eval()
+
+
+def _need(state: dict[str, Tensor], *keys: str) -> None:
+    missing = [k for k in keys if k not in state]
+    expect(not missing, f"parameters not found where the interface puts them: {', '.join(missing)}")
+
+
+# --- attention -----------------------------------------------------------------------------
+
+def attention_function_shapes(ctx: Context) -> None:
+    for shape, t_k, d_v in (((2, 5, 8), 7, 4), ((2, 3, 4, 16), 6, 16), ((6, 3), 3, 2)):
+        q = ctx.randn(*shape, dtype=torch.float64)
+        k = ctx.randn(*shape[:-2], t_k, shape[-1], dtype=torch.float64)
+        v = ctx.randn(*shape[:-2], t_k, d_v, dtype=torch.float64)
+        value = ctx.run("attention_function", q, k, v)
+        for key, want in (("out", (*shape[:-1], d_v)), ("weights", (*shape[:-1], t_k))):
+            got = value[key]
+            expect(isinstance(got, Tensor) and tuple(got.shape) == want,
+                   f"{key} for q {tuple(shape)}: shape {tuple(got.shape) if isinstance(got, Tensor) else got}, expected {want}")
+            expect(got.dtype == torch.float64, f"{key}: float64 inputs gave {got.dtype}; the output must follow the input")
+
+
+def attention_function_matches_pytorch(ctx: Context) -> None:
+    q, k, v = ctx.randn(3, 2, 6, 16), ctx.randn(3, 2, 9, 16), ctx.randn(3, 2, 9, 8)
+    value = ctx.run("attention_function", q, k, v)
+    compare(value["out"], F.scaled_dot_product_attention(q, k, v), "output vs F.scaled_dot_product_attention")
+    weights = torch.softmax(q @ k.transpose(-2, -1) / 16 ** 0.5, dim=-1)
+    compare(value["weights"], weights, "attention weights (softmax over the keys of q k^T / sqrt(d_k))")
+
+
+def attention_function_mask(ctx: Context) -> None:
+    q, k, v = ctx.randn(2, 7, 8), ctx.randn(2, 5, 8), ctx.randn(2, 5, 3)
+    mask = ctx.mask(7, 5)
+    value = ctx.run("attention_function", q, k, v, mask)
+    compare(value["out"], F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "masked output vs F.scaled_dot_product_attention")
+    weights = value["weights"]
+    compare(weights.sum(-1), torch.ones(2, 7), "rows of the weights must sum to 1")
+    leaked = weights[..., ~mask].abs().max().item()
+    expect(leaked == 0, f"masked-out positions get weight {leaked:.3g}; they must get 0 (mask True = may attend)")
+
+
+def attention_single_head_interface(ctx: Context) -> None:
+    d = 12
+    value = ctx.run("single_head", d, ctx.randn(2, 3, d), ctx.randn(2, 4, d), ctx.randn(2, 4, d))
+    for name in ("w_q", "w_k", "w_v"):
+        expect_linear(value["linears"][name], name, d, d, False)
+
+
+def attention_single_head_matches_pytorch(ctx: Context) -> None:
+    d = 16
+    q, k, v = ctx.randn(3, 5, d), ctx.randn(3, 7, d), ctx.randn(3, 7, d)
+    mask = ctx.mask(5, 7)
+    value = ctx.run("single_head", d, q, k, v, mask)
+    state = value["state"]
+    _need(state, "w_q.weight", "w_k.weight", "w_v.weight")
+    pq, pk, pv = q @ state["w_q.weight"].T, k @ state["w_k.weight"].T, v @ state["w_v.weight"].T
+    compare(value["out"], F.scaled_dot_product_attention(pq, pk, pv, attn_mask=mask), "output of Eq. (1) with a mask")
+    compare(value["plain"], value["out"], "forward without return_attention must return the same output")
+    expect(tuple(value["weights"].shape) == (3, 5, 7), f"attention weights shape {tuple(value['weights'].shape)}, expected (3, 5, 7)")
+
+
+# --- multi-head ------------------------------------------------------------------------------
+
+def multihead_interface(ctx: Context) -> None:
+    for bias in (True, False):
+        value = ctx.run("multihead", 16, 4, ctx.randn(1, 3, 16), None, bias)
+        for name in ("w_q", "w_k", "w_v", "w_o"):
+            expect_linear(value["linears"][name], name, 16, 16, bias)
+    raised = ctx.run("raises_value_error", "MultiHeadSelfAttention", 10, 3)
+    expect(raised["raised"] == "ValueError",
+           f"MultiHeadSelfAttention(10, 3) must raise ValueError (10 is not divisible by 3); "
+           f"{'it raised ' + raised['raised'] if raised['raised'] else 'it raised nothing'}")
+
+
+def _multihead_parity(ctx: Context, num_heads: int, d_model: int) -> None:
+    x = ctx.randn(3, 6, d_model)
+    mask = ctx.mask(6, 6)
+    for m in (None, mask):
+        value = ctx.run("multihead", d_model, num_heads, x, m)
+        _need(value["state"], *(f"{p}.{w}" for p in ("w_q", "w_k", "w_v", "w_o") for w in ("weight", "bias")))
+        mha = _copy_to_mha(value["state"], d_model, num_heads, True)
+        with torch.no_grad():
+            out, weights = mha(x, x, x, attn_mask=None if m is None else ~m, average_attn_weights=False)
+        how = "with a mask" if m is not None else "without a mask"
+        try:
+            compare(value["out"], out, f"output vs nn.MultiheadAttention ({num_heads} heads, {how})")
+            compare(value["weights"], weights, f"per-head weights (B, heads, T, T) vs nn.MultiheadAttention ({num_heads} heads, {how})")
+        except CheckFailed:
+            # A mistake inherited from the student's own attention function is charged to attention only.
+            if ctx.passed("attention") or value["spec"] is None:
+                raise
+            compare(value["out"], value["spec"], f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})")
+
+
+def multihead_one_head(ctx: Context) -> None:
+    _multihead_parity(ctx, 1, 12)
+
+
+def multihead_many_heads(ctx: Context) -> None:
+    _multihead_parity(ctx, 2, 16)
+    _multihead_parity(ctx, 4, 16)
+
+
+def _dropout(ctx: Context, name: str, args: list, x: Tensor) -> None:
+    value = ctx.run("dropout_modes", name, args, x)
+    compare(value["eval"][0], value["eval"][1], "eval mode must be deterministic (dropout off)")
+    expect(not torch.allclose(value["train"][0], value["train"][1]),
+           f"with dropout={args[-1]} two forwards in train mode gave the same output: dropout is not applied")
+
+
+def multihead_dropout(ctx: Context) -> None:
+    _dropout(ctx, "MultiHeadSelfAttention", [16, 4, 0.5], ctx.randn(2, 9, 16))
+
+
+# --- feed-forward, residual block, transformer block -----------------------------------------
+
+def feedforward_interface(ctx: Context) -> None:
+    value = ctx.run("feedforward", 8, 24, ctx.randn(2, 3, 8))
+    expect_linear(value["linears"]["fc1"], "fc1", 8, 24, True)
+    expect_linear(value["linears"]["fc2"], "fc2", 24, 8, True)
+
+
+def feedforward_matches_spec(ctx: Context) -> None:
+    x = ctx.randn(2, 5, 8)
+    value = ctx.run("feedforward", 8, 24, x)
+    s = value["state"]
+    _need(s, "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+    expected = F.linear(F.gelu(F.linear(x, s["fc1.weight"], s["fc1.bias"])), s["fc2.weight"], s["fc2.bias"])
+    compare(value["out"], expected, "fc2(gelu(fc1(x)))")
+
+
+def residual_block_uses_its_parts(ctx: Context) -> None:
+    value = ctx.run("residual_block", 8, 16, ctx.randn(2, 4, 8))
+    expect(value["student_types"]["attention"], f"`attention` must be your ScaledDotProductAttention, found {value['types']['attention']}")
+    expect(value["student_types"]["mlp"], f"`mlp` must be your FeedForwardBlock, found {value['types']['mlp']}")
+
+
+def residual_block_update(ctx: Context) -> None:
+    value = ctx.run("residual_block", 8, 16, ctx.randn(3, 5, 8))
+    compare(value["out"], value["spec"], "x <- x + attention(x, x, x); x <- x + mlp(x), with the block's own sub-modules")
+
+
+def transformer_block_pre_norm(ctx: Context) -> None:
+    value = ctx.run("transformer_block", 16, 4, 32, ctx.randn(2, 6, 16))
+    types = value["student_types"]
+    expect(types["attention"] and types["mlp"] and types["norms"],
+           "norm1/norm2 must be nn.LayerNorm, attention your MultiHeadSelfAttention, mlp your FeedForwardBlock")
+    compare(value["out"], value["spec"], "x <- x + attention(norm1(x)); x <- x + mlp(norm2(x)), with the block's own sub-modules")
+
+
+def transformer_block_matches_pytorch(ctx: Context) -> None:
+    expect(ctx.passed("transformer_block"), "not compared with PyTorch: the block does not meet its specification (above)")
+    if not all(ctx.passed(c) for c in ("attention", "multihead", "feedforward")):
+        return  # judged on its specification alone: the attention's mistake is charged where it lies
+    x, mask = ctx.randn(3, 7, 16), ctx.mask(7, 7)
+    value = ctx.run("transformer_block", 16, 4, 48, x, mask)
+    s = value["state"]
+    layer = nn.TransformerEncoderLayer(16, 4, 48, 0.0, activation="gelu", batch_first=True, norm_first=True)
+    _need(s, "norm1.weight", "norm2.weight", "mlp.fc1.weight", "mlp.fc2.weight", "attention.w_o.weight")
+    with torch.no_grad():
+        attn = {k[len("attention."):]: v for k, v in s.items() if k.startswith("attention.")}
+        layer.self_attn.load_state_dict(_copy_to_mha(attn, 16, 4, True).state_dict())
+        for ours, theirs in (("norm1", layer.norm1), ("norm2", layer.norm2), ("mlp.fc1", layer.linear1), ("mlp.fc2", layer.linear2)):
+            theirs.weight.copy_(s[f"{ours}.weight"])
+            theirs.bias.copy_(s[f"{ours}.bias"])
+        layer.eval()
+        compare(value["out"], layer(x), "output vs nn.TransformerEncoderLayer(norm_first=True, activation='gelu')")
+        compare(value["masked"], layer(x, src_mask=~mask), "masked output vs nn.TransformerEncoderLayer")
+    expect(tuple(value["weights"].shape) == (3, 4, 7, 7), f"attention weights shape {tuple(value['weights'].shape)}, expected (3, 4, 7, 7)")
+
+
+def transformer_block_dropout(ctx: Context) -> None:
+    _dropout(ctx, "TransformerBlock", [16, 4, 32, 0.3], ctx.randn(2, 5, 16))
+
+
+# --- patchify and the ViT ----------------------------------------------------------------------
+
+def reference_patches(images: Tensor, p: int) -> Tensor:
+    """The documented order: grid row by row; each patch flattened in (C, P, P) order."""
+    B, C, H, W = images.shape
+    grid = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return grid.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def patchify_one_channel(ctx: Context) -> None:
+    images = ctx.randn(2, 1, 28, 28)
+    compare(ctx.run("patchify", images, 7)["out"], reference_patches(images, 7), "patchify((2, 1, 28, 28), 7)")
+    compare(ctx.run("patchify", images[:, 0], 4)["out"], reference_patches(images, 4), "patchify((2, 28, 28), 4), read as C = 1")
+
+
+def patchify_three_channels(ctx: Context) -> None:
+    for shape, p in (((2, 3, 8, 8), 4), ((1, 3, 6, 12), 3), ((2, 3, 32, 32), 4)):
+        images = ctx.randn(*shape)
+        compare(ctx.run("patchify", images, p)["out"], reference_patches(images, p), f"patchify({shape}, {p}): (C, P, P) order per patch")
+
+
+def patchify_indivisible(ctx: Context) -> None:
+    for shape, p in (((1, 1, 28, 28), 5), ((1, 3, 8, 12), 8)):
+        raised = ctx.run("raises_value_error", "patchify", ctx.randn(*shape), p)
+        expect(raised["raised"] == "ValueError",
+               f"patchify({shape}, {p}) must raise ValueError; {'it raised ' + raised['raised'] if raised['raised'] else 'it raised nothing'}")
+
+
+BLOCK_PARTS = ("attention", "multihead", "feedforward", "transformer_block")
+VIT_KWARGS = dict(image_size=8, patch_size=4, in_channels=3, num_classes=5, d_model=16, num_layers=2, num_heads=2, d_hidden=32)
+
+
+def _vit(ctx: Context) -> dict:
+    if "vit" not in ctx.cache:
+        ctx.cache["vit"] = ctx.run("vit", VIT_KWARGS, ctx.randn(3, 3, 8, 8))
+    return ctx.cache["vit"]
+
+
+def vit_interface(ctx: Context) -> None:
+    value = _vit(ctx)
+    expect_linear(value["embedding"], "embedding", 3 * 4 * 4, 16, True)
+    expect(value["shapes"].get("class_token") == [1, 1, 16], f"class_token must be (1, 1, d_model), found {value['shapes'].get('class_token')}")
+    expect(value["shapes"].get("pos_embedding") == [1, 5, 16], f"pos_embedding must be (1, N+1, d_model) = (1, 5, 16), found {value['shapes'].get('pos_embedding')}")
+    expect(value["blocks"] == 2 and value["student_blocks"], "blocks must be an nn.Sequential of num_layers of your TransformerBlock")
+    expect(value["blocks_ran"] == [0, 1], "forward must run every one of your TransformerBlocks")
+
+
+def vit_forward(ctx: Context) -> None:
+    value = _vit(ctx)
+    expect(tuple(value["logits"].shape) == (3, 5), f"logits shape {tuple(value['logits'].shape)}, expected (3, num_classes) = (3, 5)")
+    expect(value["spec"] is not None, "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
+    compare(value["eval_logits"], value["spec"], "head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts")
+
+
+def vit_gradients(ctx: Context) -> None:
+    missing = _vit(ctx)["no_grad"]
+    if not all(ctx.passed(c) for c in BLOCK_PARTS):
+        missing = [n for n in missing if not n.startswith("blocks.")]  # the blocks' own mistakes are charged to them
+    expect(not missing, f"no gradient reaches: {', '.join(missing[:8])}")
+
+
+def vit_attention_maps(ctx: Context) -> None:
+    maps = _vit(ctx)["maps"]
+    expect(isinstance(maps, (list, tuple)) and len(maps) == 2, "attention_maps must return a list with one tensor per block")
+    for i, m in enumerate(maps):
+        expect(isinstance(m, Tensor) and tuple(m.shape) == (3, 2, 5, 5),
+               f"attention map {i}: shape {tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}, expected (B, heads, N+1, N+1) = (3, 2, 5, 5)")
+
+
+CHECKS: dict[str, Callable[[Context], None]] = {
+    "attention:function_shapes": attention_function_shapes,
+    "attention:function_matches_pytorch": attention_function_matches_pytorch,
+    "attention:function_mask": attention_function_mask,
+    "attention:single_head_interface": attention_single_head_interface,
+    "attention:single_head_matches_pytorch": attention_single_head_matches_pytorch,
+    "multihead:interface": multihead_interface,
+    "multihead:one_head": multihead_one_head,
+    "multihead:many_heads": multihead_many_heads,
+    "multihead:dropout": multihead_dropout,
+    "feedforward:interface": feedforward_interface,
+    "feedforward:matches_spec": feedforward_matches_spec,
+    "residual_block:uses_its_parts": residual_block_uses_its_parts,
+    "residual_block:residual_update": residual_block_update,
+    "transformer_block:pre_norm_update": transformer_block_pre_norm,
+    "transformer_block:matches_pytorch": transformer_block_matches_pytorch,
+    "transformer_block:dropout": transformer_block_dropout,
+    "patchify:one_channel": patchify_one_channel,
+    "patchify:three_channels": patchify_three_channels,
+    "patchify:indivisible_raises": patchify_indivisible,
+    "vit:interface": vit_interface,
+    "vit:forward": vit_forward,
+    "vit:gradients": vit_gradients,
+    "vit:attention_maps": vit_attention_maps,
+}
+
+
+def run_checks(ctx: Context, names: list[str] | None = None) -> list[CheckResult]:
+    """Run the checks (all, or ``names``) in order; then charge forbidden calls to their components."""
+    for name in names or list(CHECKS):
+        try:
+            CHECKS[name](ctx)
+            ctx.results[name] = CheckResult(name, True)
+        except CheckFailed as e:
+            ctx.results[name] = CheckResult(name, False, str(e))
+    charge_forbidden(ctx)
+    return list(ctx.results.values())
+
+
+def forbidden_owner(call: ForbiddenCall) -> str:
+    return OWNER.get(call.component_hint) or FILE_OWNER.get(call.student_file, "vit")
+
+
+def charge_forbidden(ctx: Context) -> None:
+    """A check whose component used library attention (or timm, or the reference) fails."""
+    charged: dict[str, list[ForbiddenCall]] = {}
+    for call in ctx.forbidden:
+        if call.category in CHARGED:
+            charged.setdefault(forbidden_owner(call), []).append(call)
+    for component, calls in charged.items():
+        seen = sorted({f"{c.api} at {c.student_file}:{c.line} (in {c.function})" for c in calls})
+        message = "uses " + "; ".join(seen[:3]) + ": write the attention yourself, library attention earns no points"
+        for name, result in ctx.results.items():
+            if result.component == component and not result.skipped:
+                ctx.results[name] = CheckResult(name, False, message)
+
+
+def forbidden_in_model(ctx: Context) -> list[ForbiddenCall]:
+    """Forbidden calls in components the ViT runs: the trained model is then not the student's transformer."""
+    model_parts = {"attention", "multihead", "feedforward", "transformer_block", "patchify", "vit"}
+    return [c for c in ctx.forbidden if c.category in CHARGED and forbidden_owner(c) in model_parts]

@@ -1,0 +1,163 @@
+"""Grade one submission: stage it, run the checks in a sandbox, train its ViT with the reference
+recipe in another sandbox, and score the results with the rubric. Everything returned is plain
+data; ``grader.report`` renders it."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grader.checks import CHECKS, CheckResult, Context, forbidden_in_model, run_checks
+from grader.integrity import ForbiddenCall
+from grader.rubric import load_rubric, training_check_names
+from grader.sandbox import Limits, Sandbox
+from grader.submission import StagedSubmission, stage_submission
+from reference.configs import get_recipe
+from reference.data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
+from reference.training import resolve_device
+
+# What students see in `make check`: interface and shapes, never the hidden parity inputs.
+VISIBLE_CHECKS = ("attention:function_shapes", "attention:single_head_interface", "multihead:interface",
+                  "feedforward:interface", "residual_block:uses_its_parts", "patchify:indivisible_raises",
+                  "vit:interface", "vit:gradients", "vit:attention_maps")
+TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10")}
+
+
+@dataclass
+class GradeOptions:
+    training: str = "mnist"  # "none", "mnist" or "all"
+    device: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    rubric: str | None = None
+    visible_only: bool = False  # make check: the visible subset, no training, no points
+    time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
+    call_seconds: float = 20.0
+
+
+@dataclass
+class TrainingRun:
+    recipe: str
+    history: dict | None = None  # History.to_dict()
+    attention: torch.Tensor | None = None  # (heads, N+1, N+1), first block, test image 0
+    image: torch.Tensor | None = None  # uint8 (C, H, W)
+    message: str = ""
+
+
+@dataclass
+class Grade:
+    submission: str
+    kind: str
+    seed: int
+    results: list[CheckResult]
+    points: dict[str, float]  # the rubric
+    notes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # what a notebook lost
+    forbidden: list[ForbiddenCall] = field(default_factory=list)
+    training: list[TrainingRun] = field(default_factory=list)
+    seconds: float = 0.0
+    output: str = ""  # the tail of the student's stdout/stderr
+
+    def score_of(self, result: CheckResult) -> tuple[float, float]:
+        """(score, max) of one check; a skipped check is worth nothing either way."""
+        if result.skipped:
+            return 0.0, 0.0
+        worth = self.points.get(result.name, 0.0)
+        return (worth if result.passed else 0.0), worth
+
+    @property
+    def score(self) -> float:
+        return sum(self.score_of(r)[0] for r in self.results)
+
+    @property
+    def max_score(self) -> float:
+        return sum(self.score_of(r)[1] for r in self.results)
+
+
+def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOptions()) -> Grade:
+    """Grade ``path``. Raises SubmissionError (bad input) or RubricError (bad rubric) only."""
+    start = time.perf_counter()
+    points = load_rubric(options.rubric)
+    staged = stage_submission(Path(path), Path(workdir))
+    grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
+                  dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped])
+    names = list(VISIBLE_CHECKS) if options.visible_only else list(CHECKS)
+    limits = Limits(call_seconds=options.call_seconds)
+    with Sandbox(staged, limits, seed=options.seed) as box:
+        imported = box.start()
+        if not imported.ok:
+            grade.notes.append(f"import failed: {imported.error}")
+        else:
+            for module, status in (imported.value or {}).get("modules", {}).items():
+                if status != "ok":
+                    grade.notes.append(f"{module}.py: {status}")
+        ctx = Context(box.call, options.seed)
+        ctx.forbidden += imported.forbidden_calls
+        grade.results = run_checks(ctx, names)
+        grade.forbidden = ctx.forbidden
+        grade.output = box.output()
+    if not options.visible_only:
+        for recipe in TRAINING_CHOICES[options.training]:
+            run, results = train_submission(staged, ctx, recipe, options)
+            grade.training.append(run)
+            grade.results += results
+        trained = set(TRAINING_CHOICES[options.training])
+        for name in training_check_names():
+            if name.split(":")[0].removeprefix("training_") not in trained:
+                grade.results.append(CheckResult(name, False, f"not run (TRAINING={options.training})", skipped=True))
+    grade.seconds = time.perf_counter() - start
+    return grade
+
+
+def train_submission(staged: StagedSubmission, ctx: Context, name: str, options: GradeOptions) -> tuple[TrainingRun, list[CheckResult]]:
+    """Train the student's ViT with the recipe ``name``; one CheckResult per threshold."""
+    recipe = get_recipe(name)
+    names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
+    run = TrainingRun(name)
+
+    def verdicts(message: str, skipped: bool = False) -> list[CheckResult]:
+        accuracy = max(run.history["test_accuracy"], default=0.0) if run.history else 0.0
+        return [CheckResult(n, accuracy >= t, message if accuracy < t else f"reached {100 * accuracy:.2f}%", skipped)
+                for n, t in zip(names, recipe.thresholds)]
+
+    vit_ok = all(ctx.results.get(n, CheckResult(n, False)).passed for n in ("vit:interface", "vit:forward"))
+    if not vit_ok:
+        run.message = "not trained: the VisionTransformer failed vit:interface or vit:forward (it must run your own TransformerBlocks)"
+        return run, verdicts(run.message)
+    cheats = forbidden_in_model(ctx)
+    if cheats:
+        run.message = f"not trained: the model uses {cheats[0].api} ({cheats[0].student_file}:{cheats[0].line}), so it is not your transformer"
+        return run, verdicts(run.message)
+    data_dir = resolve_data_dir(options.data_dir).resolve()
+    try:
+        load_dataset(recipe.dataset, data_dir)  # in the grader: a clear skip when the data is absent
+    except (DataNotFoundError, DataFormatError) as e:
+        run.message = f"skipped: {str(e).splitlines()[0]}"
+        return run, verdicts(run.message, skipped=True)
+
+    device = resolve_device(options.device)
+    gpu = device.type == "cuda"
+    time_limit = options.time_limit or (300.0 if gpu else 600.0)
+    limits = Limits(call_seconds=time_limit + 180, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
+                    threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
+    with Sandbox(staged, limits, seed=options.seed) as box:
+        box.start()
+        outcome = box.call("grader.probes:train_recipe", name, str(data_dir), str(device), options.seed, time_limit)
+    if not outcome.ok:
+        run.message = f"training failed: {outcome.error}"
+        if outcome.student_traceback:
+            run.message += "\n" + outcome.student_traceback
+        return run, verdicts(run.message)
+    value: dict[str, Any] = outcome.value
+    run.history, run.attention, run.image = value["history"], value["attention"], value["image"]
+    reason = run.history.get("stop_reason", "")
+    best = max(run.history["test_accuracy"], default=0.0)
+    run.message = (f"{100 * best:.2f}% after {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s "
+                   f"of training on {run.history['device']} (stopped: {reason})")
+    if reason == "nan loss":
+        run.message += "; the loss became NaN"
+    return run, verdicts(run.message)

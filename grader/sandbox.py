@@ -1,0 +1,965 @@
+"""Run student code in a child process; the parent (the grader) decides everything.
+
+One long-lived worker child per submission imports the staged package once and answers
+``call`` requests. A request names a *probe*, a grader-side function ``"package.module:function"``
+that the child imports and calls as ``function(ns, *args, **kwargs)``, where ``ns`` is the
+submission's namespace (``ns.VisionTransformer``, ``ns.modules["attention"]``; see
+``grader.worker.SubmissionNamespace``). For example, in ``grader/probes.py``::
+
+    def attention_output(ns, q, k, v):
+        out, weights = ns.scaled_dot_product_attention(q, k, v)
+        return {"out": out, "weights": weights}
+
+    with Sandbox(staged, Limits(call_seconds=5)) as box:
+        report = box.start()            # import; report.value["names"] lists what was found
+        outcome = box.call("grader.probes:attention_output", q, k, v)
+
+Failures never raise: the ``Outcome`` says what happened (``kind``: "timeout", "crash",
+"memory", "exception", "import", "protocol"). After a timeout, a crash or a protocol error the
+child is killed and the next request transparently gets a fresh one (the submission is imported
+again, with the same seed). Between requests the child keeps its state (module globals), but
+the RNGs, grad mode and default dtype are reset before every request.
+
+Safety of the parent: messages from the child are read with ``torch.load(weights_only=True)``
+and checked for shape; the student's stdout/stderr travel on another pipe and are kept bounded.
+Children are forked from a shared fork server that has imported torch once (on Linux, with one
+thread); elsewhere a fresh interpreter is spawned.
+"""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from grader.integrity import ForbiddenCall
+from grader.submission import (
+    EXPECTED_MODULES,
+    HELPER_MODULES,
+    INTERFACE_NAMES,
+    NOTEBOOK_MODULE,
+    PACKAGE_NAME,
+    RESERVED_STEMS,
+    StagedSubmission,
+)
+from grader.worker import HEADER, encode
+
+KINDS = ("timeout", "crash", "memory", "exception", "import", "protocol")
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+         "sys.path.insert(0, sys.argv[1]); import grader.worker as w; ")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for the child.
+
+    ``memory_bytes`` caps the address space (RLIMIT_AS) at what the worker maps after importing
+    torch plus ``memory_bytes``: allocations past it fail with MemoryError or torch's "can't
+    allocate memory" RuntimeError, reported as kind "memory".
+    """
+
+    call_seconds: float = 10.0  # wall clock per request
+    import_seconds: float = 20.0  # wall clock for importing the submission
+    memory_bytes: int | None = 4 << 30  # address space the student's code may add (RLIMIT_AS); None: no limit
+    threads: int = 1  # OMP/MKL/OpenBLAS threads and torch.set_num_threads
+    output_bytes: int = 10_000  # the student's stdout/stderr kept per request (the tail)
+    file_bytes: int = 256 << 20  # largest file the child may write (RLIMIT_FSIZE)
+    startup_seconds: float = 60.0  # starting an interpreter and importing torch
+    max_message_bytes: int = 256 << 20  # largest result the parent accepts
+    gpu: bool = False  # let the child see CUDA (training); needs memory_bytes=None: RLIMIT_AS breaks CUDA
+
+
+@dataclass
+class Outcome:
+    """What one request (or the import) did. ``value`` is plain data; ``error`` is one line."""
+
+    ok: bool
+    value: object | None = None
+    error: str | None = None
+    kind: str | None = None  # one of KINDS when not ok
+    student_traceback: str = ""  # frames in the student's files, then the exception line
+    forbidden_calls: list[ForbiddenCall] = field(default_factory=list)
+    output: str = ""  # the tail of the student's stdout/stderr during this request
+
+
+class SandboxError(Exception):
+    """Misuse of the sandbox by the grader (not the student's fault): raised, not reported."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the student's stdout/stderr
+
+
+class _OutputTail:
+    """The last bytes the children wrote to stdout/stderr, fed by reader threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(limit, 256)
+        self._buf = bytearray()
+        self._total = 0
+        self._cond = threading.Condition()
+        self._expected: bytes | None = None
+        self._seen = False
+
+    def pump(self, fd: int) -> None:
+        try:
+            while data := os.read(fd, 1 << 16):
+                self._feed(data)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _feed(self, data: bytes) -> None:
+        with self._cond:
+            self._buf += data
+            self._total += len(data)
+            token = self._expected
+            if token is not None and token in self._buf[-(len(data) + len(token)):]:
+                self._seen = True
+                self._cond.notify_all()
+            keep = self._limit + 256
+            if len(self._buf) > 2 * keep:
+                del self._buf[:-keep]
+
+    def mark(self) -> int:
+        with self._cond:
+            return self._total
+
+    def expect(self, token: bytes) -> None:
+        with self._cond:
+            self._expected, self._seen = token, token in self._buf[-4096:]
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._seen, timeout)
+            self._expected = None
+
+    def since(self, mark: int) -> str:
+        with self._cond:
+            wanted = self._total - mark
+            data = bytes(self._buf[-wanted:]) if 0 < wanted <= len(self._buf) else bytes(self._buf if wanted else b"")
+            cut = wanted > len(self._buf)
+        text = re.sub(r"\x1e[0-9a-f]+:-?\d+\x1e\n?", "", data.decode("utf-8", errors="replace"))
+        if cut or len(text) > self._limit:
+            return "[... earlier output cut ...]\n" + text[-self._limit:]
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# launching children
+
+
+def _base_env(threads: int, gpu: bool = False) -> dict[str, str]:
+    """A clean environment: no PYTHONPATH or user settings, threads pinned, no GPU unless asked."""
+    n = str(threads)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU only: determinism, and RLIMIT_AS breaks CUDA
+    }
+    if gpu:
+        del env["CUDA_VISIBLE_DEVICES"]
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS"):
+        env[var] = n
+    return env
+
+
+class _LaunchError(Exception):
+    pass
+
+
+class _ForkServer:
+    """A process that has imported torch once and forks workers on request (``worker.zygote_main``)."""
+
+    def __init__(self, env: dict[str, str], startup_seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._dir = tempfile.mkdtemp(prefix="grader-forkserver-")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with open(os.path.join(self._dir, "log.txt"), "wb") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-s", "-u", "-X", "utf8", "-c",
+                     _BOOT + "sys.exit(w.zygote_main(int(sys.argv[2])))", _ROOT, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),), env=env, cwd=self._dir, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=log, start_new_session=True,
+                )
+            finally:
+                theirs.close()
+        self._sock = ours
+        try:
+            reply = self._receive(startup_seconds)
+        except _LaunchError:
+            self.close()
+            raise
+        self.threads = int(reply.get("threads", 0))
+
+    def _receive(self, timeout: float) -> dict:
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(1 << 16)
+        except OSError as exc:
+            raise _LaunchError(f"the fork server did not answer ({exc})") from None
+        if not data:
+            raise _LaunchError(f"the fork server exited; see {self._dir}/log.txt")
+        return json.loads(data)
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def fork(self, config: dict, fds: list[int]) -> int:
+        with self._lock:
+            try:
+                socket.send_fds(self._sock, [json.dumps({"op": "fork", "config": config}).encode()], fds)
+            except OSError as exc:
+                raise _LaunchError(f"the fork server is gone ({exc})") from None
+            return int(self._receive(30.0)["pid"])
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        with self._lock:
+            try:
+                self._sock.send(json.dumps({"op": "wait", "pid": pid, "timeout": timeout}).encode())
+                code = self._receive(timeout + 10.0)["code"]
+            except (OSError, _LaunchError):
+                return -255
+            return None if code is None else int(code)
+
+    def close(self) -> None:
+        self._sock.close()  # the server kills its remaining children and exits on EOF
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_SERVERS: dict[tuple, _ForkServer | None] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _fork_server(env: dict[str, str], startup_seconds: float) -> _ForkServer | None:
+    """The shared fork server for this environment, or None where forking is not safe."""
+    if not sys.platform.startswith("linux"):
+        return None
+    key = tuple(sorted(env.items()))
+    with _SERVERS_LOCK:
+        if key in _SERVERS:
+            server = _SERVERS[key]
+            if server is None or server.alive():
+                return server
+        if not _SERVERS:
+            atexit.register(shutdown_fork_servers)
+        try:
+            server = _ForkServer(env, startup_seconds)
+        except (_LaunchError, OSError):
+            server = None
+        if server is not None and server.threads != 1:
+            server.close()  # forking a multi-threaded process can deadlock the child
+            server = None
+        _SERVERS[key] = server
+        return server
+
+
+def shutdown_fork_servers() -> None:
+    """Stop the shared fork servers (done automatically at exit)."""
+    with _SERVERS_LOCK:
+        servers = [s for s in _SERVERS.values() if s is not None]
+        _SERVERS.clear()
+    for server in servers:
+        server.close()
+
+
+@dataclass
+class _Child:
+    """One worker process and the parent's ends of its pipes."""
+
+    pid: int
+    req_w: int
+    resp_r: int
+    reader: threading.Thread
+    waiter: Callable[[float], int | None]
+    fault_path: Path
+    buffer: bytearray = field(default_factory=bytearray)
+    exit_code: int | None = None
+    stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
+
+    def wait(self, timeout: float) -> int | None:
+        if self.exit_code is None:
+            self.exit_code = self.waiter(timeout)
+        return self.exit_code
+
+    def kill(self) -> None:
+        if self.exit_code is None:  # never signal a pid that may have been reused
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:  # not yet its own process group (just forked): the process alone
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.wait(5.0)
+
+    def close_pipes(self) -> None:
+        for fd in (self.req_w, self.resp_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.reader.join(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# talking to a child
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Violation(Exception):
+    """The child broke the protocol."""
+
+
+@dataclass
+class _Reply:
+    result: dict | None = None
+    failure: tuple[str, str] | None = None  # (kind, message) when the child had to be killed
+    frames: list[list] = field(default_factory=list)  # student frames at the failure, outermost first
+    forbidden: list[ForbiddenCall] = field(default_factory=list)
+    culprit: str | None = None  # the student module whose import was running at the failure
+
+
+def _check_record(record: object) -> dict:
+    if not isinstance(record, dict):
+        raise _Violation("an error record must be a dict")
+    for key, kind in (("type_name", str), ("message", str), ("kind", str)):
+        if not isinstance(record.get(key), kind):
+            raise _Violation(f"error field {key!r} is missing or malformed")
+    if record["kind"] not in KINDS:
+        raise _Violation(f"unknown error kind {record['kind']!r}")
+    frames = record.get("frames")
+    if not isinstance(frames, list) or not all(
+            isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and isinstance(f[1], int)
+            and isinstance(f[2], str) and isinstance(f[3], str) for f in frames):
+        raise _Violation("malformed traceback frames")
+    syntax = record.get("syntax")
+    if syntax is not None and not (isinstance(syntax, list) and len(syntax) == 3 and isinstance(syntax[0], str)
+                                   and isinstance(syntax[1], int) and isinstance(syntax[2], str)):
+        raise _Violation("malformed syntax-error location")
+    return record
+
+
+def _check_frame(message: object) -> dict:
+    """Accept only the message shapes the worker sends."""
+    if not isinstance(message, dict) or message.get("type") not in ("hello", "progress", "forbidden", "result"):
+        raise _Violation("unexpected message")
+    kind = message["type"]
+    if kind == "progress" and not (isinstance(message.get("module"), str) and message.get("state") in ("begin", "end")):
+        raise _Violation("malformed progress message")
+    if kind == "result":
+        if not isinstance(message.get("id"), int) or not isinstance(message.get("ok"), bool):
+            raise _Violation("malformed result")
+        if message["ok"] is False:
+            _check_record(message.get("error"))
+    return message
+
+
+def _decode(payload: bytes) -> dict:
+    import torch
+
+    try:
+        message = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 -- anything that is not plain data
+        raise _Violation(f"the worker sent data that is not plain ({type(exc).__name__})") from None
+    return _check_frame(message)
+
+
+def _check_plain(value: object, where: str = "argument", depth: int = 0) -> None:
+    import torch
+
+    if depth > 32:
+        raise SandboxError(f"{where} is nested too deeply")
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype,
+                                           torch.device)):
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise SandboxError(f"{where} has a non-str/int key")
+            _check_plain(item, f"{where}[{key!r}]", depth + 1)
+        return
+    raise SandboxError(f"{where} is a {type(value).__name__}: probes take only tensors and plain data")
+
+
+_FAULT_FRAME = re.compile(r'^\s*File "(.*)", line (\d+) in (.*)$')
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the sandbox
+
+
+class Sandbox:
+    """A worker child for one staged submission; see the module docstring. Not thread-safe."""
+
+    def __init__(self, staged: StagedSubmission, limits: Limits = Limits(), *, seed: int = 0,
+                 probe_paths: Sequence[Path | str] = (), launcher: str = "auto") -> None:
+        """``probe_paths``: extra directories on the child's ``sys.path`` for probe modules (the
+        repository root is always there). ``launcher``: "auto" (fork server where safe), "fork"
+        or "spawn"."""
+        if launcher not in ("auto", "fork", "spawn"):
+            raise SandboxError(f"unknown launcher {launcher!r}")
+        self.staged = staged
+        self.limits = limits
+        self.seed = seed
+        self.restarts = 0
+        self._probe_paths = [str(Path(p).resolve()) for p in probe_paths]
+        self._launcher = launcher
+        self._tmp: Path | None = None
+        self._tail = _OutputTail(limits.output_bytes)
+        self._marker = secrets.token_hex(8)
+        self._child: _Child | None = None
+        self._generation = 0
+        self._next_id = 0
+        self._blocked: dict[str, tuple[str, str]] = {}  # module -> (why it is skipped, traceback)
+        self._import_outcome: Outcome | None = None
+        self._broken: Outcome | None = None
+        self._closed = False
+        self._sources: dict[str, list[str]] = {}
+        self._student_paths = {os.path.realpath(p): p.name for p in staged.module_files}
+
+    # -- public --------------------------------------------------------------------------------
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def import_outcome(self) -> Outcome | None:
+        """The Outcome of ``start()``, once it ran."""
+        return self._import_outcome
+
+    def start(self) -> Outcome:
+        """Start the child and import the submission (once; later calls return the same Outcome).
+
+        ``value`` is ``{"names": {name: "class"|"function"|"other:<type>"}, "signatures":
+        {name: str}, "modules": {module: "ok" | error message}}``, also when ``ok`` is False
+        because some module failed: the names from the modules that did import are usable.
+        A module that hangs or crashes at import is skipped (imports of it fail) and the
+        others are imported in a fresh child.
+        """
+        self._check_open()
+        if self._import_outcome is None:
+            self._import_outcome = self._import(first=True)
+        return self._import_outcome
+
+    def call(self, probe: str, /, *args: object, **kwargs: object) -> Outcome:
+        """``request(probe, args, kwargs)`` with the sandbox's seed and the per-call time limit."""
+        return self.request(probe, args, kwargs)
+
+    def request(self, probe: str, args: Sequence[object] = (), kwargs: Mapping[str, object] | None = None, *,
+                seed: int | None = None, timeout: float | None = None) -> Outcome:
+        """Run ``probe`` (``"package.module:function"``) in the child as ``function(ns, *args, **kwargs)``."""
+        self._check_open()
+        kwargs = dict(kwargs or {})
+        _check_plain(list(args), "args")
+        _check_plain(kwargs, "kwargs")
+        if self._import_outcome is None:
+            self.start()
+        if self._broken is not None:
+            return dataclasses.replace(self._broken, forbidden_calls=[], output="")
+        if self._child is None:
+            failed = self._import(first=False)
+            if self._child is None:
+                return dataclasses.replace(failed, error=f"could not restart the submission: {failed.error}")
+            self.restarts += 1
+        message = {"op": "call", "probe": probe, "args": list(args), "kwargs": kwargs,
+                   "seed": self.seed if seed is None else int(seed)}
+        limit = self.limits.call_seconds if timeout is None else timeout
+        reply, output = self._request(message, limit)
+        return self._call_outcome(reply, output, limit)
+
+    def output(self) -> str:
+        """Everything the student's code printed recently (bounded)."""
+        return self._tail.since(0)
+
+    def close(self) -> None:
+        """Kill the child and remove the sandbox's temporary files."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_child()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # -- importing -----------------------------------------------------------------------------
+
+    def _import(self, *, first: bool) -> Outcome:
+        forbidden: list[ForbiddenCall] = []
+        mark = self._tail.mark()
+        for _attempt in range(len(self.staged.entry_modules) + 2):
+            failure = self._launch()
+            if failure is not None:
+                self._broken = Outcome(False, error=failure, kind="import", output=self._tail.since(mark))
+                return self._broken
+            message = {"op": "import", "seed": self.seed, "blocked": sorted(self._blocked)}
+            reply, _ = self._request(message, self.limits.import_seconds)
+            forbidden.extend(reply.forbidden)
+            if reply.failure is None:
+                return self._import_report(reply.result, forbidden, self._tail.since(mark))
+            error = self._import_failure(reply)
+            trace = self._frames_text(reply.frames, error)
+            if reply.culprit is None or reply.culprit in self._blocked or not first:
+                outcome = Outcome(False, error=error, kind="import", student_traceback=trace,
+                                  forbidden_calls=forbidden, output=self._tail.since(mark))
+                if first:
+                    self._broken = outcome
+                return outcome
+            self._blocked[reply.culprit] = (error, trace)  # skip it; import the others in a fresh child
+        raise AssertionError("unreachable: every attempt blocks one more module")
+
+    def _import_failure(self, reply: _Reply) -> str:
+        kind, message = reply.failure
+        where = self._module_label(reply.culprit) if reply.culprit else "the submission"
+        if kind == "timeout":
+            text = f"{where} did not finish importing within {self.limits.import_seconds:g} s"
+        else:
+            text = f"{message} while importing {where}"
+        if reply.frames:
+            file, line, function, _ = reply.frames[-1]
+            file, line = self.staged.locate(file, line)
+            text += f" (at {file} line {line}, in {function})"
+        return text
+
+    def _module_label(self, stem: str) -> str:
+        if stem == NOTEBOOK_MODULE and self.staged.notebook_name:
+            return self.staged.notebook_name
+        return f"{stem}.py"
+
+    def _import_report(self, result: dict, forbidden: list[ForbiddenCall], output: str) -> Outcome:
+        if not result["ok"]:  # the import request itself failed (not one module): unusual
+            record = result["error"]
+            return Outcome(False, error=self._message(record, None), kind="import",
+                           student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output)
+        try:
+            value = self._check_import_value(result["value"])
+        except _Violation as exc:
+            self._stop_child()
+            self._broken = Outcome(False, error=f"protocol error: {exc}", kind="import", output=output)
+            return self._broken
+        statuses, errors, tracebacks, traces = {}, [], [], []
+        for stem, status in value["modules"].items():
+            if status is None:
+                statuses[stem] = "ok"
+                continue
+            if status == "blocked":
+                text, trace = self._blocked.get(stem, (f"{stem}.py was skipped", ""))
+                errors.insert(0, text)
+            else:
+                text, trace = self._message(status, stem), self._traceback(status)
+                errors.append(text)
+            if trace in tracebacks:  # one broken module makes the modules importing it fail alike
+                trace = "(the same error as above)"
+            else:
+                tracebacks.append(trace)
+            traces.append(f"while importing {self._module_label(stem)}:\n{trace}")
+            statuses[stem] = text
+        report = {"names": value["names"], "signatures": value["signatures"], "modules": statuses}
+        if not errors:
+            return Outcome(True, value=report, forbidden_calls=forbidden, output=output)
+        error = errors[0] + (f" (and {len(errors) - 1} more module error(s))" if len(errors) > 1 else "")
+        return Outcome(False, value=report, error=error, kind="import", student_traceback="\n\n".join(traces),
+                       forbidden_calls=forbidden, output=output)
+
+    @staticmethod
+    def _check_import_value(value: object) -> dict:
+        if not isinstance(value, dict):
+            raise _Violation("the import report must be a dict")
+        for key in ("names", "signatures"):
+            table = value.get(key)
+            if not isinstance(table, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+                raise _Violation(f"malformed {key} in the import report")
+        modules = value.get("modules")
+        if not isinstance(modules, dict) or not all(isinstance(k, str) for k in modules):
+            raise _Violation("malformed module statuses")
+        for status in modules.values():
+            if status is not None and status != "blocked":
+                _check_record(status)
+        return value
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def _call_outcome(self, reply: _Reply, output: str, limit: float) -> Outcome:
+        forbidden = reply.forbidden
+        if reply.failure is not None:
+            kind, message = reply.failure
+            if kind == "timeout":
+                message = f"timed out after {limit:g} s"
+            error = message + self._where(reply.frames)
+            return Outcome(False, error=error, kind=kind, student_traceback=self._frames_text(reply.frames, message),
+                           forbidden_calls=forbidden, output=output)
+        result = reply.result
+        if result["ok"]:
+            return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output)
+        record = result["error"]
+        return Outcome(False, error=self._message(record, None), kind=record["kind"],
+                       student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output)
+
+    # -- messages for people -------------------------------------------------------------------
+
+    def _clean(self, text: str, limit: int = 300) -> str:
+        text = text.replace(str(self.staged.package_dir) + os.sep, "")
+        text = text.replace(PACKAGE_NAME + ".", "").replace(PACKAGE_NAME, "submission")
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+    def _message(self, record: dict, importing: str | None) -> str:
+        """One line: ``Type: message (file line n, in f)`` for calls, ``Type in file line n: message`` at import."""
+        type_name, message = record["type_name"], self._clean(record["message"])
+        if record["kind"] == "memory":
+            return f"ran out of memory ({type_name}{': ' + message if message else ''})" + self._where(record["frames"])
+        if importing is None:
+            return f"{type_name}: {message}" + self._where(record["frames"])
+        located = record["syntax"] or (record["frames"][-1] if record["frames"] else None)
+        if located is None:
+            return f"{type_name} while importing {self._module_label(importing)}: {message}"
+        file, line = self.staged.locate(located[0], located[1])
+        return f"{type_name} in {file} line {line}: {message}"
+
+    def _where(self, frames: list[list]) -> str:
+        if not frames:
+            return ""
+        file, line, function, _ = frames[-1]
+        file, line = self.staged.locate(file, line)
+        return f" ({file} line {line}, in {function})"
+
+    def _frames_text(self, frames: list[list], last: str) -> str:
+        lines: list[str] = []
+        repeats = 0
+        for i, (file, line, function, code) in enumerate(frames):
+            if i and frames[i - 1][:3] == [file, line, function]:
+                repeats += 1
+                continue
+            if repeats > 0:
+                lines.append(f"  [Previous line repeated {repeats} more times]")
+                repeats = 0
+            shown_file, shown_line = self.staged.locate(file, line)
+            lines.append(f'  File "{shown_file}", line {shown_line}, in {function}')
+            code = code or self._source_line(file, line)
+            if code:
+                lines.append(f"    {code}")
+        if repeats > 0:
+            lines.append(f"  [Previous line repeated {repeats} more times]")
+        lines.append(last)
+        return "\n".join(lines)
+
+    def _traceback(self, record: dict) -> str:
+        last = f"{record['type_name']}: {self._clean(record['message'], 2000)}"
+        if record["syntax"]:
+            file, line, text = record["syntax"]
+            shown_file, shown_line = self.staged.locate(file, line)
+            return f'  File "{shown_file}", line {shown_line}\n    {text.strip()}\n{last}'
+        return self._frames_text(record["frames"], last)
+
+    def _source_line(self, file: str, line: int) -> str:
+        if file not in self._sources:
+            try:
+                self._sources[file] = (self.staged.package_dir / file).read_text(errors="replace").splitlines()
+            except OSError:
+                self._sources[file] = []
+        lines = self._sources[file]
+        return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+    def _student_frames_from_dump(self, text: str) -> list[list]:
+        """Student frames of the thread faulthandler reported first, outermost first."""
+        for block in re.split(r"\n(?=(?:Current thread|Thread) 0x)", text):
+            frames = []
+            for row in block.splitlines():
+                match = _FAULT_FRAME.match(row)
+                if match:
+                    name = self._student_paths.get(os.path.realpath(match.group(1)))
+                    if name is not None:
+                        frames.append([name, int(match.group(2)), match.group(3).strip(), ""])
+            if frames:
+                return frames[::-1]
+        return []
+
+    def _translate(self, call: ForbiddenCall) -> ForbiddenCall:
+        file, line = self.staged.locate(call.student_file, call.line)
+        return call if (file, line) == (call.student_file, call.line) else dataclasses.replace(
+            call, student_file=file, line=line)
+
+    # -- child lifecycle -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+
+    def _workspace(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="grader-sandbox-"))
+            (self._tmp / "cwd").mkdir()
+        return self._tmp
+
+    def _config(self, fault_path: Path) -> dict:
+        staged = self.staged
+        cwd = str(self._workspace() / "cwd")
+        stems = sorted(p.stem for p in staged.package_dir.glob("*.py") if p.stem != "__init__")
+        return {
+            "package": PACKAGE_NAME, "package_dir": str(staged.package_dir), "package_root": str(staged.package_root),
+            "entry_modules": list(staged.entry_modules), "module_stems": stems,
+            "aliases": [s for s in stems if _may_alias(s)],
+            "student_files": {str(p): p.name for p in staged.module_files},
+            "student_stems": [p.stem for p in staged.module_files],
+            "components": list(INTERFACE_NAMES), "extra_paths": self._probe_paths,
+            "threads": self.limits.threads, "memory_bytes": self.limits.memory_bytes,
+            "file_bytes": self.limits.file_bytes, "max_message_bytes": self.limits.max_message_bytes,
+            "cwd": cwd, "env": {"HOME": cwd, "TMPDIR": cwd, "MPLCONFIGDIR": cwd},
+            "fault_path": str(fault_path), "marker": self._marker,
+        }
+
+    def _launch(self) -> str | None:
+        """Start a child and wait for its hello; None, or why it could not start."""
+        self._stop_child()
+        self._generation += 1
+        fault_path = self._workspace() / f"faults-{self._generation}.txt"
+        config = self._config(fault_path)
+        env = _base_env(self.limits.threads, self.limits.gpu)
+        use_fork = self._launcher != "spawn" and not self.limits.gpu  # the fork server hides the GPU
+        server = _fork_server(env, self.limits.startup_seconds) if use_fork else None
+        if server is None and self._launcher == "fork":
+            return "the fork server is not available on this system"
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            if server is not None:
+                pid = server.fork(config, [req_r, resp_w, out_w])
+                waiter = lambda timeout, pid=pid: server.wait(pid, timeout)  # noqa: E731
+                startup = 30.0
+            else:
+                config_path = self._workspace() / f"config-{self._generation}.json"
+                config_path.write_text(json.dumps(config))
+                proc = subprocess.Popen(
+                    [sys.executable, "-s", "-u", "-X", "utf8", "-c",
+                     _BOOT + "w.spawn_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
+                     _ROOT, str(config_path), str(req_r), str(resp_w)],
+                    pass_fds=(req_r, resp_w), env={**env, **config["env"]}, cwd=config["cwd"],
+                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, start_new_session=True,
+                )
+                pid = proc.pid
+                waiter = lambda timeout, proc=proc: _popen_wait(proc, timeout)  # noqa: E731
+                startup = self.limits.startup_seconds
+        except (_LaunchError, OSError) as exc:
+            for fd in (req_w, resp_r, out_r):
+                os.close(fd)
+            return f"the worker process could not be started ({exc})"
+        finally:
+            for fd in (req_r, resp_w, out_w):
+                os.close(fd)
+        os.set_blocking(req_w, False)
+        reader = threading.Thread(target=self._tail.pump, args=(out_r,), daemon=True, name=f"sandbox-output-{pid}")
+        reader.start()
+        self._child = _Child(pid, req_w, resp_r, reader, waiter, fault_path)
+        reply = self._exchange(None, startup)
+        if reply.failure is not None:
+            memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
+                if self.limits.memory_bytes else ""
+            return f"the worker did not start: {reply.failure[1]}{memory}"
+        return None
+
+    def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.close_pipes()
+
+    def _request(self, message: dict, timeout: float) -> tuple[_Reply, str]:
+        """Send one request to the live child and wait for its result; also the output it printed."""
+        self._next_id += 1
+        message["id"] = self._next_id
+        mark = self._tail.mark()
+        token = f"\x1e{self._marker}:{self._next_id}\x1e".encode()
+        self._tail.expect(token)
+        reply = self._exchange(message, timeout)
+        self._tail.wait(0.5 if reply.result is not None else 0.0)
+        return reply, self._tail.since(mark)
+
+    def _exchange(self, message: dict | None, timeout: float) -> _Reply:
+        """Send ``message`` (None: just wait for the hello) and read until its result."""
+        child = self._child
+        reply = _Reply()
+        deadline = time.monotonic() + timeout
+        try:
+            if message is not None:
+                self._send(child, encode(message), deadline)
+            while True:
+                frame = self._read_frame(child, deadline)
+                kind = frame["type"]
+                if kind == "forbidden":
+                    try:
+                        reply.forbidden.append(self._translate(ForbiddenCall.from_dict(frame.get("call"))))
+                    except ValueError as exc:
+                        raise _Violation(str(exc)) from None
+                elif kind == "progress":
+                    if frame["state"] == "begin":
+                        child.stack.append(frame["module"])
+                    elif frame["module"] in child.stack:
+                        del child.stack[len(child.stack) - 1 - child.stack[::-1].index(frame["module"])]
+                elif kind == "hello" and message is None:
+                    reply.result = frame
+                    return reply
+                elif kind == "result" and message is not None and frame["id"] == message["id"]:
+                    reply.result = frame
+                    return reply
+                else:
+                    raise _Violation(f"unexpected {kind} message")
+        except _Timeout:
+            reply.frames = self._dump_stack(child)
+            self._fail(reply, "timeout", f"timed out after {timeout:g} s")
+        except (EOFError, BrokenPipeError):
+            self._fail(reply, *self._exit_reason(child))
+            reply.frames = self._frames_after_crash(child)
+        except _Violation as exc:
+            self._fail(reply, "protocol", f"protocol error: {exc}")
+        return reply
+
+    def _fail(self, reply: _Reply, kind: str, message: str) -> None:
+        child = self._child
+        reply.failure = (kind, message)
+        reply.culprit = child.stack[-1] if child is not None and child.stack else None
+        self._stop_child()
+
+    def _send(self, child: _Child, payload: bytes, deadline: float) -> None:
+        if len(payload) > self.limits.max_message_bytes:
+            raise SandboxError(f"the request is {len(payload) / 1e6:.0f} MB, more than max_message_bytes")
+        view = memoryview(HEADER.pack(len(payload)) + payload)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Timeout()
+            _, writable, _ = select.select([], [child.req_w], [], remaining)
+            if writable:
+                try:
+                    view = view[os.write(child.req_w, view):]
+                except BlockingIOError:
+                    continue
+
+    def _read_frame(self, child: _Child, deadline: float) -> dict:
+        buffer = child.buffer
+        while True:
+            if len(buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer)
+                if size > self.limits.max_message_bytes:
+                    raise _Violation(f"a message of {size} bytes is larger than max_message_bytes")
+                if len(buffer) >= HEADER.size + size:
+                    payload = bytes(buffer[HEADER.size:HEADER.size + size])
+                    del buffer[:HEADER.size + size]
+                    return _decode(payload)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Timeout()
+            readable, _, _ = select.select([child.resp_r], [], [], remaining)
+            if readable:
+                data = os.read(child.resp_r, 1 << 20)
+                if not data:
+                    raise EOFError()
+                buffer += data
+
+    def _dump_stack(self, child: _Child) -> list[list]:
+        """Ask the hung child where it is (faulthandler on SIGUSR1) before killing it."""
+        path = child.fault_path
+        try:
+            before = path.stat().st_size
+            os.kill(child.pid, signal.SIGUSR1)
+        except OSError:
+            return []
+        deadline = time.monotonic() + 0.5
+        size = before
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            now = path.stat().st_size
+            if now > before and now == size:
+                break  # it wrote something and stopped writing
+            size = now
+        return self._student_frames_from_dump(_read_tail(path, before))
+
+    def _frames_after_crash(self, child: _Child) -> list[list]:
+        return self._student_frames_from_dump(_read_tail(child.fault_path, 0))
+
+    def _exit_reason(self, child: _Child) -> tuple[str, str]:
+        code = child.wait(2.0)
+        if code is None:  # alive but closed its channel
+            return "protocol", "protocol error: the worker closed its channel"
+        if code == -255:
+            return "crash", "the process ended"
+        if code < 0:
+            name = _signal_name(-code)
+            if name == "SIGKILL":
+                return "crash", "the process was killed (SIGKILL), e.g. by the system for using too much memory"
+            if name == "SIGSEGV":
+                return "crash", "the process crashed with a segmentation fault (SIGSEGV)"
+            return "crash", f"the process was killed by {name}"
+        return "crash", f"the process exited (code {code})"
+
+
+def _may_alias(stem: str) -> bool:
+    """Whether ``import <stem>`` in the child may mean the submission's module of that name: always
+    for the template's modules, otherwise only if it shadows nothing installed."""
+    if stem in EXPECTED_MODULES or stem in HELPER_MODULES:
+        return True
+    if stem in sys.stdlib_module_names or stem in RESERVED_STEMS or stem == NOTEBOOK_MODULE:
+        return False
+    try:
+        return importlib.util.find_spec(stem) is None  # top level: runs no package code
+    except (ImportError, ValueError):
+        return False
+
+
+def _read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:
+    """At most ``limit`` bytes from ``start`` on (the child can write to this file too)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
+            return handle.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _popen_wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None

@@ -1,0 +1,191 @@
+"""The grader end to end: the reference gets full marks, the template 0, and every broken
+submission of the corpus loses points in exactly its component and nowhere else."""
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from grader.__main__ import main as grader_main
+from grader.checks import CHECKS
+from grader.grade import GradeOptions, grade_submission
+
+REPO = Path(__file__).resolve().parents[2]
+EXERCISE_FILES = ("attention.py", "blocks.py", "vit.py")
+ALL = {"attention", "multihead", "feedforward", "residual_block", "transformer_block", "patchify", "vit"}
+
+POST_NORM = '''        attended, weights = self.attention(x, mask, return_attention=True)
+        x = self.norm1(x + self.dropout1(attended))
+        x = self.norm2(x + self.dropout2(self.mlp(x)))
+        return (x, weights) if return_attention else x'''
+PRE_NORM = '''        attended, weights = self.attention(self.norm1(x), mask, return_attention=True)
+        x = x + self.dropout1(attended)
+        x = x + self.dropout2(self.mlp(self.norm2(x)))
+        return (x, weights) if return_attention else x'''
+SDPA_LINE = "        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, h, T, D/h), (B, h, T, T)"
+CNN = '''    def forward(self, images: Tensor) -> Tensor:
+        """CNN"""
+        if not hasattr(self, "cnn"):
+            self.cnn = nn.Sequential(nn.Conv2d(images.size(1), 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(8, self.head.out_features))
+        return self.cnn(images)
+
+    def unused_forward(self, images: Tensor) -> Tensor:'''
+
+# name -> (file, [(old, new), ...], the one component that must lose points)
+CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
+    "missing_scale": ("attention.py", [(" / math.sqrt(q.size(-1))", "")], "attention"),
+    "softmax_wrong_axis": ("attention.py", [("scores.softmax(dim=-1)", "scores.softmax(dim=-2)")], "attention"),
+    "mask_ignored": ("attention.py", [("        scores = scores.masked_fill(~mask, float(\"-inf\"))\n", "        pass\n")], "attention"),
+    "output_dtype_not_followed": ("attention.py", [("return weights @ v, weights  #", "return (weights @ v).float(), weights.float()  #")], "attention"),
+    "single_head_bias": ("attention.py", [("self.w_q = nn.Linear(d_model, d_model, bias=False)", "self.w_q = nn.Linear(d_model, d_model)")], "attention"),
+    "wrong_head_split": ("attention.py", [("t.view(B, T, h, D // h).transpose(1, 2)", "t.reshape(B, h, T, D // h)")], "multihead"),
+    "no_output_projection": ("attention.py", [("        out = self.w_o(out)\n", "")], "multihead"),
+    "no_value_error": ("attention.py", [("            raise ValueError(f\"d_model={d_model} must be divisible by num_heads={num_heads}\")",
+                                         "            pass")], "multihead"),
+    "no_attention_dropout": ("attention.py", [("self.dropout = nn.Dropout(dropout)", "self.dropout = nn.Dropout(0.0)")], "multihead"),
+    "forbidden_sdpa": ("attention.py", [(SDPA_LINE, SDPA_LINE + "\n        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)")], "multihead"),
+    "relu_mlp": ("blocks.py", [("self.act = nn.GELU()", "self.act = nn.ReLU()")], "feedforward"),
+    "no_residual": ("blocks.py", [("x = x + self.attention(x, x, x, mask)", "x = self.attention(x, x, x, mask)")], "residual_block"),
+    "residual_block_foreign_parts": ("blocks.py", [("self.mlp = FeedForwardBlock(d_model, d_hidden)\n", "self.mlp = nn.Sequential(nn.Linear(d_model, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_model))\n")], "residual_block"),
+    "post_norm": ("blocks.py", [(PRE_NORM, POST_NORM)], "transformer_block"),
+    "forbidden_torch_layer": ("blocks.py", [("self.attention = MultiHeadSelfAttention(d_model, num_heads, dropout)",
+                                             "self.attention = MultiHeadSelfAttention(d_model, num_heads, dropout)\n        self.torch_layer = nn.TransformerEncoderLayer(d_model, num_heads, d_hidden, batch_first=True)"),
+                                            ("        attended, weights = self.attention(self.norm1(x), mask, return_attention=True)\n",
+                                             "        attended, weights = self.attention(self.norm1(x), mask, return_attention=True)\n        self.torch_layer(x)\n")], "transformer_block"),
+    "no_block_dropout": ("blocks.py", [("        self.dropout1 = nn.Dropout(dropout)", "        self.dropout1 = nn.Dropout(0.0)"),
+                                       ("        self.dropout2 = nn.Dropout(dropout)", "        self.dropout2 = nn.Dropout(0.0)"),
+                                       ("MultiHeadSelfAttention(d_model, num_heads, dropout)", "MultiHeadSelfAttention(d_model, num_heads, 0.0)"),
+                                       ("FeedForwardBlock(d_model, d_hidden, dropout)", "FeedForwardBlock(d_model, d_hidden, 0.0)")], "transformer_block"),
+    "patchify_ppc_order": ("vit.py", [("grid.permute(0, 2, 4, 1, 3, 5)", "grid.permute(0, 2, 4, 3, 5, 1)")], "patchify"),
+    "patchify_no_value_error": ("vit.py", [("    if P < 1 or H % P or W % P:\n        raise ValueError", "    if False:\n        raise ValueError")], "patchify"),
+    "huge_allocation": ("vit.py", [("    grid = images.reshape(B, C, H // P, P, W // P, P)",
+                                    "    if H != W:\n        torch.empty(10 ** 12)\n    grid = images.reshape(B, C, H // P, P, W // P, P)")], "patchify"),
+    "cnn_instead_of_blocks": ("vit.py", [("    def forward(self, images: Tensor) -> Tensor:", CNN)], "vit"),
+    "head_reads_mean": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x.mean(1)))")], "vit"),
+    "class_token_without_gradient": ("vit.py", [("cls = self.class_token.expand(", "cls = self.class_token.detach().expand(")], "vit"),
+    "one_attention_map": ("vit.py", [("        return maps\n", "        return maps[:1]\n")], "vit"),
+    "nan_output": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, 0])) * float(\"nan\")")], "vit"),
+}
+# Breakages of a whole module: the components defined in it (and those that import it) fail.
+IMPORT_BREAKAGES: dict[str, tuple[str, str, set[str]]] = {
+    "hang_at_import": ("vit.py", "import time\nwhile True:\n    time.sleep(0.1)\n", {"patchify", "vit"}),
+    "crash_at_import": ("vit.py", "import os\nos._exit(3)\n", {"patchify", "vit"}),
+    # vit.py imports blocks.py, so patchify goes down with it.
+    "syntax_error": ("blocks.py", "def broken(:\n", ALL - {"attention", "multihead"}),
+    "exception_at_import": ("blocks.py", "raise RuntimeError('training at import time')\n", ALL - {"attention", "multihead"}),
+}
+
+
+def make_submission(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for f in EXERCISE_FILES:
+        shutil.copy(REPO / "reference" / f, folder / f)
+    if name in CORPUS:
+        file, edits, _ = CORPUS[name]
+        text = (folder / file).read_text()
+        for old, new in edits:
+            assert text.count(old) == 1, f"{name}: the mutation no longer applies to reference/{file}: {old!r}"
+            text = text.replace(old, new)
+        (folder / file).write_text(text)
+    else:
+        file, prefix, _ = IMPORT_BREAKAGES[name]
+        path = folder / file
+        path.write_text(prefix + path.read_text())
+    return folder
+
+
+OPTIONS = GradeOptions(training="none", call_seconds=5.0)
+
+
+@pytest.fixture(scope="module")
+def grades(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    names = ["reference", "template", *CORPUS, *IMPORT_BREAKAGES]
+
+    def grade(name: str):
+        path = {"reference": REPO / "reference", "template": REPO / "student_template"}.get(name)
+        path = path or make_submission(root / "src", name)
+        return name, grade_submission(path, root / "work" / name, OPTIONS)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(grade, names))
+
+
+def failed_components(grade) -> set[str]:
+    return {r.component for r in grade.results if not r.passed and not r.skipped}
+
+
+def test_reference_gets_full_marks(grades):
+    grade = grades["reference"]
+    assert failed_components(grade) == set()
+    assert grade.score == grade.max_score > 0
+
+
+def test_unfilled_template_gets_zero_without_a_crash(grades):
+    grade = grades["template"]
+    assert grade.score == 0 and failed_components(grade) == ALL
+    for component in ALL:
+        assert any("not implemented yet" in r.message for r in grade.results if r.component == component)
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_broken_submission_loses_points_in_its_component_only(grades, name):
+    expected = CORPUS[name][2]
+    assert failed_components(grades[name]) == {expected}
+    assert grades[name].score < grades["reference"].score
+
+
+@pytest.mark.parametrize("name", list(IMPORT_BREAKAGES))
+def test_broken_module_costs_what_it_defines(grades, name):
+    grade = grades[name]
+    assert failed_components(grade) == IMPORT_BREAKAGES[name][2]
+    assert any(name.split("_")[0] in note.lower() or "import" in note.lower() or "syntax" in note.lower()
+               for note in grade.notes), grade.notes
+
+
+def test_every_check_is_caught_by_some_broken_submission(grades):
+    caught = {r.name for name, g in grades.items() if name not in ("reference", "template")
+              for r in g.results if not r.passed and not r.skipped}
+    assert set(CHECKS) - caught == set()
+
+
+def test_messages_say_what_was_found(grades):
+    forbidden = [r.message for r in grades["forbidden_sdpa"].results if not r.passed and not r.skipped]
+    assert all("scaled_dot_product_attention at attention.py" in m for m in forbidden)
+    assert any("memory" in r.message.lower() for r in grades["huge_allocation"].results if not r.passed)
+    assert any("NaN" in r.message for r in grades["nan_output"].results if not r.passed)
+    assert any("largest difference" in r.message for r in grades["missing_scale"].results if not r.passed)
+
+
+def test_same_seed_same_verdicts(grades, tmp_path):
+    again = grade_submission(make_submission(tmp_path / "src", "missing_scale"), tmp_path / "work", OPTIONS)
+    assert [(r.name, r.passed, r.message) for r in again.results] == \
+           [(r.name, r.passed, r.message) for r in grades["missing_scale"].results]
+
+
+def test_cli_writes_gradescope_results_and_report(tmp_path, capsys):
+    assert grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--training", "none"]) == 0
+    results = json.loads((tmp_path / "reference" / "results.json").read_text())
+    assert results["score"] == results["max_score"] > 0
+    for test in results["tests"]:
+        assert {"name", "score", "max_score", "status", "output", "visibility"} <= set(test)
+    html = (tmp_path / "reference" / "report.html").read_text()
+    assert "attention:function_mask" in html and "<script" not in html
+    assert "reference:" in capsys.readouterr().out
+
+
+def test_cli_bad_path_is_a_clear_error(tmp_path, capsys):
+    assert grader_main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_check_mode_for_students(capsys):
+    assert grader_main(["--check"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL attention:function_shapes" in out and "not implemented yet" in out
