@@ -189,3 +189,31 @@ def test_check_mode_for_students(capsys):
     assert grader_main(["--check"]) == 0
     out = capsys.readouterr().out
     assert "FAIL attention:function_shapes" in out and "not implemented yet" in out
+
+
+ALTERNATIVE = Path(__file__).resolve().parent / "fixtures" / "alternative" / "solution.py"
+
+
+def alternative_notebook(path: Path) -> Path:
+    """The alternative solution as a notebook, with cells the grader must drop."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell("# My ViT"), new_code_cell("!pip install einops"),
+                new_code_cell(ALTERNATIVE.read_text()),
+                new_code_cell("model = VisionTransformer(28, 7, 1, 10, 64, 6, 8, 128)\nfor epoch in range(100):\n    pass"),
+                new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2])")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_correct_solutions_in_every_form_get_full_marks(tmp_path):
+    archive = shutil.make_archive(str(tmp_path / "submission"), "zip", REPO / "reference")
+    forms = {"file": ALTERNATIVE, "notebook": alternative_notebook(tmp_path / "hw.ipynb"), "zip": Path(archive)}
+    for kind, path in forms.items():
+        grade = grade_submission(path, tmp_path / "work" / kind, OPTIONS)
+        assert grade.score == grade.max_score > 0, (kind, [(r.name, r.message) for r in grade.results if not r.passed])
+        if kind == "notebook":
+            dropped = "\n".join(grade.dropped)
+            assert "pip install" in dropped and "for epoch" in dropped and "plt.plot" in dropped
