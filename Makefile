@@ -40,9 +40,10 @@ reference: setup
 template: setup
 	$(PY) -m grader.template
 
-## bench: time the recipes to their grading thresholds over SEEDS seeds on this machine
+## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup
 	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
+	$(PY) -m grader.bench $(data_flag) --device $(DEVICE)
 
 ## grade: grade SUBMISSION (one path, or several in quotes; default: reference/ as a self-check)
 grade: setup

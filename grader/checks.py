@@ -404,6 +404,9 @@ def run_checks(ctx: Context, names: list[str] | None = None) -> list[CheckResult
             ctx.results[name] = CheckResult(name, True)
         except CheckFailed as e:
             ctx.results[name] = CheckResult(name, False, str(e))
+        except Exception as e:  # noqa: BLE001 - output of an unexpected kind: the student's, never a grader crash
+            ctx.results[name] = CheckResult(name, False, f"unexpected output ({type(e).__name__}: {e}); "
+                                                         "see the docstrings for what each function returns")
     charge_forbidden(ctx)
     return list(ctx.results.values())
 

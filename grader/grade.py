@@ -36,7 +36,7 @@ class GradeOptions:
     rubric: str | None = None
     visible_only: bool = False  # make check: the visible subset, no training, no points
     time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
-    call_seconds: float = 20.0
+    call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
 
 
 @dataclass
@@ -141,7 +141,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
 
     device = resolve_device(options.device)
     gpu = device.type == "cuda"
-    time_limit = options.time_limit or (300.0 if gpu else 600.0)
+    time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
     limits = Limits(call_seconds=time_limit + 180, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
                     threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
     with Sandbox(staged, limits, seed=options.seed) as box:

@@ -43,7 +43,7 @@ img { max-width: 100%; }
 """, autoescape=True)
 
 
-def _status(grade: Grade, result) -> tuple[str, str]:
+def _status(result) -> tuple[str, str]:
     if result.skipped:
         return "skipped", "skip"
     return ("passed", "pass") if result.passed else ("failed", "fail")
@@ -103,7 +103,7 @@ def render_html(grade: Grade, name: str) -> str:
     rows = []
     for r in grade.results:
         score, worth = grade.score_of(r)
-        status, css = _status(grade, r)
+        status, css = _status(r)
         rows.append({"name": r.name, "points": f"{score:g} / {worth:g}", "status": status, "css": css,
                      "message": r.message if not r.passed or r.skipped else ""})
     forbidden = sorted({f"{c.api} at {c.student_file}:{c.line} in {c.function}" for c in grade.forbidden})

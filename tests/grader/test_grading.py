@@ -68,6 +68,8 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "head_reads_mean": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x.mean(1)))")], "vit"),
     "class_token_without_gradient": ("vit.py", [("cls = self.class_token.expand(", "cls = self.class_token.detach().expand(")], "vit"),
     "one_attention_map": ("vit.py", [("        return maps\n", "        return maps[:1]\n")], "vit"),
+    "attention_weights_none": ("attention.py", [("        return (out, weights) if return_attention else out\n        # END SOLUTION\n\n\nclass MultiHeadSelfAttention",
+                                                "        return (out, None) if return_attention else out\n        # END SOLUTION\n\n\nclass MultiHeadSelfAttention")], "attention"),
     "nan_output": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, 0])) * float(\"nan\")")], "vit"),
 }
 # Breakages of a whole module: the components defined in it (and those that import it) fail.

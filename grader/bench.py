@@ -1,0 +1,61 @@
+"""``python -m grader.bench`` (part of ``make bench``): how long grading takes on this machine.
+Prints figures with the device; asserts nothing. Targets from the project's issues:
+all non-training checks of a correct submission in <= 15 s on 2 CPU cores; a correct submission
+graded end to end (all checks, MNIST 94 %, CIFAR-10 70 %) in <= 60 s on one H100.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from grader.grade import GradeOptions, grade_submission
+from reference.training import describe_device, resolve_device
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.bench", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--training", choices=["none", "mnist", "all"], default=None,
+                        help="also grade end to end with training (default: all on a GPU, none on a CPU)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    print(f"\ngrader on {describe_device(device)}, torch {torch.__version__}")
+
+    seconds = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as work:
+            start = time.perf_counter()
+            grade = grade_submission(REPO / "reference", Path(work), GradeOptions(training="none"))
+            seconds.append(time.perf_counter() - start)
+    print(f"  non-training checks of reference/: {grade.score:g}/{grade.max_score:g} points; seconds "
+          f"min/median/max {min(seconds):.2f}/{statistics.median(seconds):.2f}/{max(seconds):.2f}"
+          f"   (target: <= 15 s on 2 CPU cores)")
+
+    training = args.training or ("all" if device.type == "cuda" else "none")
+    if training == "none":
+        print("  end to end with training: skipped on the CPU (pass --training mnist or all)")
+        return 0
+    with tempfile.TemporaryDirectory() as work:
+        start = time.perf_counter()
+        grade = grade_submission(REPO / "reference", Path(work),
+                                 GradeOptions(training=training, device=str(device), data_dir=args.data_dir))
+        total = time.perf_counter() - start
+    print(f"  end to end (training={training}): {grade.score:g}/{grade.max_score:g} points in {total:.1f} s"
+          f"   (target: <= 60 s on one H100)")
+    for run in grade.training:
+        print(f"    {run.recipe}: {run.message}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
