@@ -55,7 +55,7 @@ RECIPES: dict[str, Recipe] = {
         dataset="mnist",
         model=ModelConfig(image_size=28, patch_size=7, in_channels=1, num_classes=10,
                           d_model=64, num_layers=6, num_heads=8, d_hidden=128),
-        train=TrainConfig(epochs=2, batch_size=128, lr=3e-3, warmup_epochs=0.1, augment="none", evals_per_epoch=4),
+        train=TrainConfig(epochs=2, batch_size=128, lr=3e-3, warmup_epochs=0.1, augment="none", evals_per_epoch=8),
         thresholds=(0.94,),
     ),
     # 64 patches of 4x4; crop+flip; 0.81M parameters.
