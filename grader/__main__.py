@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only the visible checks, for students")
     args = parser.parse_args(argv)
     options = GradeOptions(training=args.training, device=args.device, seed=args.seed, data_dir=args.data_dir,
-                           rubric=args.rubric, time_limit=args.time_limit)
+                           rubric=args.rubric, time_limit=args.time_limit, verbose=not args.check)
     default = REPO / ("student_template" if args.check else "reference")
     submissions = args.submissions or [default]
     status = 0

@@ -4,6 +4,7 @@ data; ``grader.report`` renders it."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class GradeOptions:
     visible_only: bool = False  # make check: the visible subset, no training, no points
     time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
+    verbose: bool = False  # say on stderr when long work (training) starts
 
 
 @dataclass
@@ -144,6 +146,9 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
     limits = Limits(call_seconds=time_limit + 180, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
                     threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
+    if options.verbose:
+        print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
+              f"{recipe.train.epochs} epochs / {time_limit:.0f} s) ...", file=sys.stderr, flush=True)
     with Sandbox(staged, limits, seed=options.seed) as box:
         box.start()
         outcome = box.call("grader.probes:train_recipe", name, str(data_dir), str(device), options.seed, time_limit)
