@@ -81,7 +81,7 @@ def vit_notebook() -> str:
         ("code", SETUP + "\n\nfrom student_template.vit import patchify, VisionTransformer\n"
                          "from student_template.configs import get_recipe\n"
                          "from student_template.data import load_dataset\n"
-                         "from student_template.training import train, normalize, resolve_device\n"
+                         "from student_template.training import train, resolve_device\n"
                          "from student_template.plotting import plot_history, plot_attention_map\n\n"
                          "DATA_DIR = None  # e.g. '../data'; None: $VITKIT_DATA, else ./data\n"
                          "DEVICE = resolve_device('auto')\n"
@@ -98,11 +98,8 @@ def vit_notebook() -> str:
                  "history = train(model, mnist, recipe.train, device=DEVICE, progress=True)\n"
                  "print(f'test accuracy: {100 * history.final_accuracy:.2f}% in {history.seconds:.0f} s')"),
         ("code", "plot_history(history, 'MNIST')"),
-        ("code", "def first_test_image(data):\n"
-                 "    mean = torch.tensor(data.mean, device=DEVICE).view(1, -1, 1, 1)\n"
-                 "    std = torch.tensor(data.std, device=DEVICE).view(1, -1, 1, 1)\n"
-                 "    return normalize(data.test_images[:1].to(DEVICE), mean, std)[0]\n\n"
-                 "plot_attention_map(model, first_test_image(mnist), mnist.mean, mnist.std, 'MNIST: attention of the first block')"),
+        ("code", "plot_attention_map(model, mnist.normalized_test_image(0, DEVICE), mnist.mean, mnist.std,\n"
+                 "                   'MNIST: attention of the first block')"),
         ("md", "## CIFAR-10\n\nThis takes a few minutes on a GPU and much longer on a CPU."),
         ("code", "recipe = get_recipe('cifar10')\n"
                  "cifar = load_dataset('cifar10', DATA_DIR)\n"
@@ -110,7 +107,8 @@ def vit_notebook() -> str:
                  "history = train(model, cifar, recipe.train, device=DEVICE, progress=True)\n"
                  "print(f'test accuracy: {100 * history.final_accuracy:.2f}% in {history.seconds:.0f} s')"),
         ("code", "plot_history(history, 'CIFAR-10')"),
-        ("code", "plot_attention_map(model, first_test_image(cifar), cifar.mean, cifar.std, 'CIFAR-10: attention of the first block')"),
+        ("code", "plot_attention_map(model, cifar.normalized_test_image(0, DEVICE), cifar.mean, cifar.std,\n"
+                 "                   'CIFAR-10: attention of the first block')"),
     ])
 
 

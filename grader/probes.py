@@ -190,7 +190,7 @@ def train_recipe(ns: Any, recipe_name: str, data_dir: str, device: str, seed: in
     return the history and the first block's attention map of test image 0."""
     from reference.configs import get_recipe
     from reference.data import load_dataset
-    from reference.training import normalize, resolve_device, train
+    from reference.training import resolve_device, train
 
     recipe = get_recipe(recipe_name)
     data = load_dataset(recipe.dataset, data_dir)
@@ -198,10 +198,7 @@ def train_recipe(ns: Any, recipe_name: str, data_dir: str, device: str, seed: in
     model = recipe.model.build(ns.VisionTransformer)
     history = train(model, data, recipe.train, device=device, seed=seed, progress=False,
                     target_accuracy=recipe.target_accuracy, time_limit=time_limit)
-    dev = resolve_device(device)
-    mean = torch.tensor(data.mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=dev).view(1, -1, 1, 1)
-    image = normalize(data.test_images[:1].to(dev), mean, std)
+    image = data.normalized_test_image(0, resolve_device(device)).unsqueeze(0)  # (1, C, H, W)
     model.eval()
     with torch.no_grad():
         attention = model.attention_maps(image)[0][0].float().cpu()  # (heads, N+1, N+1)

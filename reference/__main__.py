@@ -18,7 +18,7 @@ import torch
 from .configs import RECIPES, Recipe, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
 from .plotting import plot_attention_map, plot_history
-from .training import describe_device, normalize, resolve_device, train
+from .training import describe_device, resolve_device, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -41,9 +41,7 @@ def run_recipe(recipe: Recipe, data_dir: str | None, device: str, seed: int, out
     torch.manual_seed(seed)
     model = recipe.model.build()
     history = train(model, data, recipe.train, device=device, seed=seed)
-    dev = resolve_device(device)
-    image = normalize(data.test_images[:1].to(dev), torch.tensor(data.mean, device=dev).view(1, -1, 1, 1),
-                      torch.tensor(data.std, device=dev).view(1, -1, 1, 1))[0]
+    image = data.normalized_test_image(0, resolve_device(device))
     plot_history(history, f"reference ViT, {recipe.name}", out_dir / f"{recipe.name}_curves.png")
     plot_attention_map(model, image, data.mean, data.std, f"reference ViT, {recipe.name}: test image 0",
                        out_dir / f"{recipe.name}_attention.png")

@@ -63,6 +63,16 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def stats(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+        """Per-channel mean and std as (1, C, 1, 1) tensors on ``device``, to normalise batches."""
+        return (torch.tensor(self.mean, device=device).view(1, -1, 1, 1),
+                torch.tensor(self.std, device=device).view(1, -1, 1, 1))
+
+    def normalized_test_image(self, index: int = 0, device: str | torch.device = "cpu") -> Tensor:
+        """Test image ``index`` as the model sees it: float (C, H, W), standardised per channel."""
+        mean, std = self.stats(device)
+        return ((self.test_images[index:index + 1].to(device).float() / 255 - mean) / std)[0]
+
     def subset(self, train: int | None = None, test: int | None = None) -> "ImageDataset":
         """The first ``train`` training and ``test`` test images (all when None)."""
         return ImageDataset(

@@ -186,8 +186,7 @@ def train(
     # The whole dataset on the device, as uint8: no loader, no host-device copies per step.
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
     test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    mean, std = data.stats(device)
 
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
