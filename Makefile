@@ -47,7 +47,7 @@ bench: setup
 
 ## grade: grade SUBMISSION (one path, or several in quotes; default: reference/ as a self-check)
 grade: setup
-	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT))
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
 
 ## check: the students' quick visible checks on SUBMISSION (default: student_template/)
 check: setup

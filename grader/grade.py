@@ -15,7 +15,7 @@ import torch
 from grader.checks import CHECKS, CheckResult, Context, forbidden_in_model, run_checks
 from grader.integrity import ForbiddenCall
 from grader.rubric import load_rubric, training_check_names
-from grader.sandbox import Limits, Sandbox
+from grader.sandbox import Limits, Outcome, Sandbox
 from grader.submission import StagedSubmission, stage_submission
 from reference.configs import get_recipe
 from reference.data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
@@ -144,25 +144,75 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     device = resolve_device(options.device)
     gpu = device.type == "cuda"
     time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
-    limits = Limits(call_seconds=time_limit + 180, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
-                    threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
-    if options.verbose:
+    limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
+                    memory_bytes=None if gpu else 16 << 30, threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
+    show = _progress_printer(name) if options.verbose else None
+    if show:
         print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
               f"{recipe.train.epochs} epochs / {time_limit:.0f} s) ...", file=sys.stderr, flush=True)
     with Sandbox(staged, limits, seed=options.seed) as box:
         box.start()
-        outcome = box.call("grader.probes:train_recipe", name, str(data_dir), str(device), options.seed, time_limit)
+        outcome = box.request("grader.probes:train_recipe", [name, str(data_dir), str(device), options.seed, time_limit],
+                              on_update=show)
+    value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
+    run.history = checked_history(value.get("history") if outcome.ok else outcome.update)
+    if outcome.ok and run.history is None:
+        outcome = Outcome(False, error="the training run returned a malformed history", kind="protocol")
     if not outcome.ok:
         run.message = f"training failed: {outcome.error}"
+        if run.history is not None and run.history["test_accuracy"]:
+            run.message += (f"; before that: {100 * max(run.history['test_accuracy']):.2f}% after "
+                            f"{run.history['epochs']:.2f} epochs")
         if outcome.student_traceback:
             run.message += "\n" + outcome.student_traceback
         return run, verdicts(run.message)
-    value: dict[str, Any] = outcome.value
-    run.history, run.attention, run.image = value["history"], value["attention"], value["image"]
-    reason = run.history.get("stop_reason", "")
+    attention, image = value.get("attention"), value.get("image")
+    if _is_map(attention, torch.float32) and _is_map(image, torch.uint8):
+        run.attention, run.image = attention, image
+    reason = run.history["stop_reason"]
     best = max(run.history["test_accuracy"], default=0.0)
     run.message = (f"{100 * best:.2f}% after {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s "
                    f"of training on {run.history['device']} (stopped: {reason})")
     if reason == "nan loss":
         run.message += "; the loss became NaN"
     return run, verdicts(run.message)
+
+
+# Wall-clock slack of a training run beyond its training time limit: loading the data, the
+# evaluations (not counted as training time) and the attention map.
+TRAINING_GRACE_SECONDS = 180.0
+_HISTORY_LISTS = ("epoch", "test_accuracy", "train_loss", "train_seconds", "eval_seconds", "step_loss")
+
+
+def checked_history(value: object) -> dict | None:
+    """``value`` if it has the shape of ``History.to_dict()``, else None. It comes from the
+    child, where the student's code runs, so the parent checks it before using it."""
+    if not isinstance(value, dict):
+        return None
+    for key in _HISTORY_LISTS:
+        items = value.get(key)
+        if not (isinstance(items, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items)):
+            return None
+    if not all(0.0 <= a <= 1.0 for a in value["test_accuracy"]):
+        return None
+    if not (isinstance(value.get("stop_reason"), str) and isinstance(value.get("device"), str)):
+        return None
+    if not all(isinstance(value.get(k), (int, float)) for k in ("epochs", "seconds")):
+        return None
+    return value
+
+
+def _is_map(value: object, dtype: torch.dtype) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 3 and value.dtype == dtype
+
+
+def _progress_printer(recipe: str):
+    """A sandbox update callback that prints one line per evaluation of the training run."""
+    def show(update: object) -> None:
+        history = checked_history(update)
+        if history is None or not history["test_accuracy"]:
+            return
+        print(f"    {recipe}: {history['epochs']:5.2f} epochs  {history['seconds']:7.1f} s  "
+              f"loss {history['train_loss'][-1]:.3f}  test {100 * history['test_accuracy'][-1]:6.2f}%",
+              file=sys.stderr, flush=True)
+    return show

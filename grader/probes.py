@@ -188,6 +188,7 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
 def train_recipe(ns: Any, recipe_name: str, data_dir: str, device: str, seed: int, time_limit: float) -> dict:
     """Train the student's VisionTransformer with the *reference* training function and recipe;
     return the history and the first block's attention map of test image 0."""
+    from grader.worker import report
     from reference.configs import get_recipe
     from reference.data import load_dataset
     from reference.training import resolve_device, train
@@ -196,8 +197,11 @@ def train_recipe(ns: Any, recipe_name: str, data_dir: str, device: str, seed: in
     data = load_dataset(recipe.dataset, data_dir)
     torch.manual_seed(seed)
     model = recipe.model.build(ns.VisionTransformer)
+    # Each evaluation goes to the parent at once: it shows progress, and a later crash or
+    # time-out still keeps the thresholds reached before it.
     history = train(model, data, recipe.train, device=device, seed=seed, progress=False,
-                    target_accuracy=recipe.target_accuracy, time_limit=time_limit)
+                    target_accuracy=recipe.target_accuracy, time_limit=time_limit,
+                    on_evaluation=lambda h: report(h.to_dict()))
     image = data.normalized_test_image(0, resolve_device(device)).unsqueeze(0)  # (1, C, H, W)
     model.eval()
     with torch.no_grad():

@@ -97,6 +97,7 @@ class Outcome:
     student_traceback: str = ""  # frames in the student's files, then the exception line
     forbidden_calls: list[ForbiddenCall] = field(default_factory=list)
     output: str = ""  # the tail of the student's stdout/stderr during this request
+    update: object | None = None  # the last value the probe sent with worker.report(), also after a failure
 
 
 class SandboxError(Exception):
@@ -346,6 +347,7 @@ class _Reply:
     frames: list[list] = field(default_factory=list)  # student frames at the failure, outermost first
     forbidden: list[ForbiddenCall] = field(default_factory=list)
     culprit: str | None = None  # the student module whose import was running at the failure
+    update: object | None = None  # the last worker.report() value of this request
 
 
 def _check_record(record: object) -> dict:
@@ -370,11 +372,13 @@ def _check_record(record: object) -> dict:
 
 def _check_frame(message: object) -> dict:
     """Accept only the message shapes the worker sends."""
-    if not isinstance(message, dict) or message.get("type") not in ("hello", "progress", "forbidden", "result"):
+    if not isinstance(message, dict) or message.get("type") not in ("hello", "progress", "forbidden", "update", "result"):
         raise _Violation("unexpected message")
     kind = message["type"]
     if kind == "progress" and not (isinstance(message.get("module"), str) and message.get("state") in ("begin", "end")):
         raise _Violation("malformed progress message")
+    if kind == "update" and not isinstance(message.get("id"), int):
+        raise _Violation("malformed update")
     if kind == "result":
         if not isinstance(message.get("id"), int) or not isinstance(message.get("ok"), bool):
             raise _Violation("malformed result")
@@ -489,8 +493,13 @@ class Sandbox:
         return self.request(probe, args, kwargs)
 
     def request(self, probe: str, args: Sequence[object] = (), kwargs: Mapping[str, object] | None = None, *,
-                seed: int | None = None, timeout: float | None = None) -> Outcome:
-        """Run ``probe`` (``"package.module:function"``) in the child as ``function(ns, *args, **kwargs)``."""
+                seed: int | None = None, timeout: float | None = None,
+                on_update: Callable[[object], None] | None = None) -> Outcome:
+        """Run ``probe`` (``"package.module:function"``) in the child as ``function(ns, *args, **kwargs)``.
+
+        ``on_update`` is called in the parent with each value the probe sends with
+        ``grader.worker.report()`` while it runs; the last one is also ``Outcome.update``.
+        """
         self._check_open()
         kwargs = dict(kwargs or {})
         _check_plain(list(args), "args")
@@ -507,7 +516,7 @@ class Sandbox:
         message = {"op": "call", "probe": probe, "args": list(args), "kwargs": kwargs,
                    "seed": self.seed if seed is None else int(seed)}
         limit = self.limits.call_seconds if timeout is None else timeout
-        reply, output = self._request(message, limit)
+        reply, output = self._request(message, limit, on_update)
         return self._call_outcome(reply, output, limit)
 
     def output(self) -> str:
@@ -629,13 +638,14 @@ class Sandbox:
                 message = f"timed out after {limit:g} s"
             error = message + self._where(reply.frames)
             return Outcome(False, error=error, kind=kind, student_traceback=self._frames_text(reply.frames, message),
-                           forbidden_calls=forbidden, output=output)
+                           forbidden_calls=forbidden, output=output, update=reply.update)
         result = reply.result
         if result["ok"]:
-            return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output)
+            return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output, update=reply.update)
         record = result["error"]
         return Outcome(False, error=self._message(record, None), kind=record["kind"],
-                       student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output)
+                       student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output,
+                       update=reply.update)
 
     # -- messages for people -------------------------------------------------------------------
 
@@ -806,18 +816,20 @@ class Sandbox:
             child.kill()
             child.close_pipes()
 
-    def _request(self, message: dict, timeout: float) -> tuple[_Reply, str]:
+    def _request(self, message: dict, timeout: float,
+                 on_update: Callable[[object], None] | None = None) -> tuple[_Reply, str]:
         """Send one request to the live child and wait for its result; also the output it printed."""
         self._next_id += 1
         message["id"] = self._next_id
         mark = self._tail.mark()
         token = f"\x1e{self._marker}:{self._next_id}\x1e".encode()
         self._tail.expect(token)
-        reply = self._exchange(message, timeout)
+        reply = self._exchange(message, timeout, on_update)
         self._tail.wait(0.5 if reply.result is not None else 0.0)
         return reply, self._tail.since(mark)
 
-    def _exchange(self, message: dict | None, timeout: float) -> _Reply:
+    def _exchange(self, message: dict | None, timeout: float,
+                  on_update: Callable[[object], None] | None = None) -> _Reply:
         """Send ``message`` (None: just wait for the hello) and read until its result."""
         child = self._child
         reply = _Reply()
@@ -838,6 +850,10 @@ class Sandbox:
                         child.stack.append(frame["module"])
                     elif frame["module"] in child.stack:
                         del child.stack[len(child.stack) - 1 - child.stack[::-1].index(frame["module"])]
+                elif kind == "update" and message is not None and frame["id"] == message["id"]:
+                    reply.update = frame.get("value")
+                    if on_update is not None:
+                        on_update(reply.update)
                 elif kind == "hello" and message is None:
                     reply.result = frame
                     return reply

@@ -72,6 +72,20 @@ def _read_exactly(fd: int, n: int) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # what probes see
 
+_ACTIVE: Worker | None = None  # the worker serving this process, for report()
+
+
+def report(value: object) -> None:
+    """Send ``value`` (plain data) to the parent now, as an update of the request in progress.
+
+    For long probes (training): the parent keeps the last update, so what a probe reported
+    survives a crash or a kill later in the same request. Outside a request it does nothing.
+    """
+    worker = _ACTIVE
+    if worker is not None and worker.request_id is not None:
+        worker.emit({"type": "update", "id": worker.request_id, "value": to_plain(value, "update")})
+
+
 
 class MissingNameError(AttributeError):
     """The probe asked for a name the submission does not define."""
@@ -312,6 +326,7 @@ class Worker:
         self._finder = SubmissionFinder(config["package"], config["package_dir"], config["module_stems"],
                                         config["aliases"], self.emit)
         self.traps = None
+        self.request_id: int | None = None  # the request being served, for report()
 
     def emit(self, message: dict) -> None:
         payload = self._encode(message)
@@ -343,6 +358,7 @@ class Worker:
 
     def _handle(self, request: dict) -> None:
         req_id = request.get("id", -1)
+        self.request_id = req_id
         self.traps.reset()
         try:
             _reset_state(int(request.get("seed", 0)), self.config["threads"])
@@ -354,6 +370,7 @@ class Worker:
                 body = {"ok": False, "value": None, "error": protocol_record(f"unknown request {request.get('op')!r}")}
         except BaseException as exc:  # noqa: BLE001 -- the student's code can raise anything
             body = {"ok": False, "value": None, "error": error_record(exc, self.student_file)}
+        self.request_id = None
         self._finish(req_id, body)
 
     def _import(self, blocked: list[str]) -> dict:
@@ -504,7 +521,8 @@ def run_worker(config: dict, req_fd: int, resp_fd: int) -> int:
     faulthandler.enable(fault_file, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=fault_file, all_threads=True, chain=False)
 
-    worker = Worker(config, req_fd, resp_fd)
+    global _ACTIVE
+    worker = _ACTIVE = Worker(config, req_fd, resp_fd)
     worker.install()
     apply_limits(config)
     return worker.serve()

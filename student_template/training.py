@@ -163,7 +163,7 @@ def train(
     time_limit: float | None = None,
     seed: int = 0,
     progress: bool | None = None,
-    on_epoch_end: Callable[[History], None] | None = None,
+    on_evaluation: Callable[[History], None] | None = None,
 ) -> History:
     """Train ``model`` on ``data`` and return what was measured.
 
@@ -173,10 +173,12 @@ def train(
         config: the recipe and the budget in epochs.
         device: "auto" (default), "cpu", "cuda", ...
         target_accuracy: stop at the first evaluation whose test accuracy reaches it.
-        time_limit: stop at the first evaluation after this many training seconds.
+        time_limit: stop once this many seconds of training have passed, after one more
+            evaluation (taken then, inside the epoch if need be).
         seed: seeds the initial shuffle and augmentation (not the model's initialisation).
         progress: show a progress bar; None = only when stderr is a terminal.
-        on_epoch_end: called with the history at the end of every epoch.
+        on_evaluation: called with the history so far after every evaluation; after the last
+            one, ``stop_reason`` is set.
     """
     device = resolve_device(device)
     model.to(device).train()
@@ -222,7 +224,10 @@ def train(
             losses[step] = loss.detach()
             if bar is not None:
                 bar.update(1)
-            if step + 1 not in eval_after:
+            # Past the time limit, evaluate now rather than at the next planned evaluation, which
+            # may be most of an epoch away (a CIFAR-10 epoch takes minutes on a CPU).
+            out_of_time = time_limit is not None and history.seconds + time.perf_counter() - start >= time_limit
+            if step + 1 not in eval_after and not out_of_time:
                 continue
 
             _sync(device)
@@ -237,8 +242,6 @@ def train(
             history.epoch.append(round(epoch + (step + 1) / steps_per_epoch, 4))
             if bar is not None:
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", acc=f"{accuracy:.4f}")
-            if on_epoch_end is not None and step + 1 == steps_per_epoch:
-                on_epoch_end(history)
 
             if not all(math.isfinite(x) for x in step_losses):
                 history.stop_reason = "nan loss"
@@ -246,6 +249,10 @@ def train(
                 history.stop_reason = "target reached"
             elif time_limit is not None and history.seconds >= time_limit:
                 history.stop_reason = "time limit"
+            if step + 1 == steps_per_epoch and epoch + 1 == config.epochs and not history.stop_reason:
+                history.stop_reason = "budget"
+            if on_evaluation is not None:
+                on_evaluation(history)
             if history.stop_reason:
                 done = True
                 break
@@ -256,8 +263,7 @@ def train(
             bar.close()
         if done:
             break
-    else:
-        history.stop_reason = "budget"
+    history.stop_reason = history.stop_reason or "budget"  # also when the budget is zero epochs
     return history
 
 

@@ -61,9 +61,11 @@ def test_nan_loss_stops_the_run(mnist_dir):
     assert history.stop_reason == "nan loss" and history.epochs == 1
 
 
-def test_time_limit_stops_after_the_epoch(mnist_dir):
-    history = train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), FAST, device="cpu", time_limit=0.0)
-    assert history.stop_reason == "time limit" and history.epochs == 1
+def test_time_limit_evaluates_and_stops_inside_an_epoch(mnist_dir):
+    data = load_mnist(mnist_dir).subset(256, 16)  # 4 steps of 64 per epoch, one planned evaluation
+    history = train(tiny_model(), data, FAST, device="cpu", time_limit=0.0)
+    assert history.stop_reason == "time limit" and history.epoch == [0.25]
+    assert len(history.test_accuracy) == 1 and len(history.step_loss) == 1
 
 
 def test_evaluations_inside_an_epoch(mnist_dir):
@@ -80,11 +82,16 @@ def test_target_stops_inside_an_epoch(mnist_dir):
     assert history.stop_reason == "target reached" and history.epoch == [0.5]
 
 
-def test_on_epoch_end_sees_each_epoch(mnist_dir):
+def test_on_evaluation_sees_every_evaluation_and_the_stop_reason(mnist_dir):
     seen = []
-    train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, epochs=2), device="cpu",
-          on_epoch_end=lambda h: seen.append(h.epochs))
-    assert seen == [1, 2]
+    train(tiny_model(), load_mnist(mnist_dir).subset(128, 16), replace(FAST, epochs=2, evals_per_epoch=2),
+          device="cpu", on_evaluation=lambda h: seen.append((h.epochs, len(h.test_accuracy), h.stop_reason)))
+    assert seen == [(0.5, 1, ""), (1.0, 2, ""), (1.5, 3, ""), (2.0, 4, "budget")]
+
+
+def test_a_zero_epoch_budget_trains_nothing(mnist_dir):
+    history = train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, epochs=0), device="cpu")
+    assert history.stop_reason == "budget" and history.epochs == 0 and history.test_accuracy == []
 
 
 def test_crop_and_flip_keep_the_pixels():

@@ -1,12 +1,16 @@
 """The grader's training checks: the student's ViT trained by the reference recipe, in a sandbox."""
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from grader.grade import GradeOptions, grade_submission
+import grader.grade
+from grader.grade import GradeOptions, checked_history, grade_submission
+from reference.configs import get_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_mnist_dir, real_data_dir  # noqa: E402
@@ -45,6 +49,57 @@ def test_a_model_that_is_not_the_students_transformer_is_not_trained(tmp_path, n
                              GradeOptions(training="all", data_dir=str(data)))
     results = training_results(grade, "mnist") + training_results(grade, "cifar10")
     assert all(not r.passed and not r.skipped and "not trained" in r.message and why in r.message for r in results)
+
+
+# Appended to a copy of reference/vit.py: the second training step of the grading recipe (batch
+# 128) hangs; the checks never use that batch size, so only the training run is affected.
+HANG_ON_SECOND_STEP = """
+
+_forward = VisionTransformer.forward
+_steps = []
+
+
+def _hanging_forward(self, images):
+    if self.training and images.shape[0] == 128:
+        _steps.append(1)
+        if len(_steps) == 2:
+            import time
+            time.sleep(1000)
+    return _forward(self, images)
+
+
+VisionTransformer.forward = _hanging_forward
+"""
+
+
+def test_a_run_killed_by_the_clock_keeps_the_thresholds_reached_before(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "hangs"
+    shutil.copytree(REPO / "reference", folder, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    (folder / "vit.py").write_text((folder / "vit.py").read_text() + HANG_ON_SECOND_STEP)
+    # Thresholds 0% (reached at the first evaluation, after step 1) and 94% (never, in one step).
+    recipe = dataclasses.replace(get_recipe("mnist"), thresholds=(0.0, 0.94))
+    monkeypatch.setattr(grader.grade, "get_recipe", lambda name: recipe)
+    monkeypatch.setattr(grader.grade, "TRAINING_GRACE_SECONDS", 0.0)
+    data = make_mnist_dir(tmp_path / "data", 256, 64)  # 2 steps per epoch, evaluated after each
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=6.0, verbose=True)
+    grade = grade_submission(folder, tmp_path / "work", options)
+    reached, missed = training_results(grade)
+    assert (reached.name, reached.passed) == ("training_mnist:0%", True)
+    assert (missed.name, missed.passed) == ("training_mnist:94%", False)
+    run = grade.training[0]
+    assert run.history["epoch"] == [0.5]
+    assert run.message.startswith("training failed: timed out after 6 s") and "before that:" in run.message
+    assert "vit.py" in run.message  # where it hung, in the student's code
+    assert "mnist:  0.50 epochs" in capsys.readouterr().err  # progress shown as it trained
+
+
+def test_histories_from_the_child_are_checked():
+    good = {"epoch": [0.5], "test_accuracy": [0.5], "train_loss": [1.0], "train_seconds": [1.0],
+            "eval_seconds": [0.1], "step_loss": [1.0], "stop_reason": "", "device": "cpu", "epochs": 0.5, "seconds": 1.0}
+    assert checked_history(good) is good
+    for bad in ({**good, "test_accuracy": [2.0]}, {**good, "epoch": "0.5"}, {**good, "step_loss": [True]},
+                {**good, "device": None}, {k: v for k, v in good.items() if k != "seconds"}, [good], None):
+        assert checked_history(bad) is None
 
 
 REAL = real_data_dir()

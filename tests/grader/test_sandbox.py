@@ -219,6 +219,22 @@ def test_hanging_call_times_out_and_the_next_call_works(bad: Sandbox, name: str)
     assert bad.restarts == restarts + 1
 
 
+def test_updates_reach_the_parent_while_the_probe_runs(bad: Sandbox) -> None:
+    seen = []
+    outcome = bad.request("sandbox_test_probes:report_then", [3, None], on_update=seen.append)
+    assert outcome.ok and outcome.value == 3
+    assert [u["step"] for u in seen] == [0, 1, 2] and outcome.update is seen[-1]
+    assert torch.equal(outcome.update["loss"], torch.tensor(1 / 3))
+    assert bad.call(CALL, "add", 1, 1).update is None  # updates belong to their own request
+
+
+@pytest.mark.parametrize("then,args,kind", [("sleep_forever", [], "timeout"), ("exit_now", [3], "crash")])
+def test_the_last_update_survives_a_failure(bad: Sandbox, then: str, args: list, kind: str) -> None:
+    outcome = bad.request("sandbox_test_probes:report_then", [2, then, *args], timeout=2.0)
+    assert outcome.kind == kind and outcome.update["step"] == 1
+    _assert_healthy(bad)
+
+
 def test_os_exit_is_a_crash_and_the_next_call_works(bad: Sandbox) -> None:
     outcome = bad.call(CALL, "exit_now", 3)
     assert (outcome.ok, outcome.kind, outcome.error) == (False, "crash", "the process exited (code 3)")
@@ -322,6 +338,8 @@ def test_parent_refuses_anything_but_plain_data() -> None:
         _decode(encode({"type": "evil"}))
     with pytest.raises(_Violation):
         _decode(encode({"type": "result", "id": 1, "ok": False, "error": {"kind": "whatever"}}))
+    with pytest.raises(_Violation, match="malformed update"):
+        _decode(encode({"type": "update", "id": "1", "value": 0}))
     assert _decode(encode({"type": "result", "id": 1, "ok": True, "value": torch.ones(2)}))["value"].sum() == 2
 
 
