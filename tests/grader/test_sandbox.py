@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -117,6 +118,21 @@ def test_spawn_launcher_works_too(tmp_path: Path) -> None:
         q = torch.randn(1, 2, 4)
         assert torch.allclose(box.call("sandbox_test_probes:attention", q, q, q).value["out"],
                               _attention_reference(q, q, q), atol=1e-6)
+
+
+def test_gpu_children_are_spawned_and_see_the_gpus(good: Sandbox, tmp_path: Path) -> None:
+    # The training path on a GPU machine; here it runs on the CPU, which is all CI has.
+    assert good.call("sandbox_test_probes:environment", "CUDA_VISIBLE_DEVICES").value == ""  # hidden
+    limits = Limits(call_seconds=5, import_seconds=60, memory_bytes=None, gpu=True)
+    with _sandbox(FIXTURES / "good", tmp_path / "w", limits) as box:
+        assert box.start().ok
+        assert box.call("sandbox_test_probes:environment", "CUDA_VISIBLE_DEVICES").value is None
+        assert _parent_of(box._child.pid) == os.getpid()  # spawned here, not forked by the fork server
+
+
+def _parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
 def test_probe_mistakes_are_reported_not_raised(good: Sandbox) -> None:
