@@ -1,7 +1,9 @@
-# Every target sets up its own virtual environment (.venv) on first use.
+# Every target sets up its own virtual environment (.venv) on first use. VENV= (empty) uses
+# $(PYTHON) as it is instead: for a machine with torch and the dependencies installed and no
+# package index (a GPU server, an autograder image).
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PY := $(if $(strip $(VENV)),$(VENV)/bin/python,$(PYTHON))
 # torch first, pinned, so that pip does not pick a multi-GB CUDA build where a CPU one will do.
 TORCH_SPEC ?= torch==2.13.0
 DATA_DIR ?=
@@ -16,7 +18,7 @@ data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .PHONY: setup test test-fast reference template bench theory grade check clean
 
-setup: $(VENV)/.installed
+setup: $(if $(strip $(VENV)),$(VENV)/.installed)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,31 @@
+"""The Makefile's own knobs: ``VENV=`` runs the targets with an installed Python, no venv."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_an_empty_venv_uses_the_given_python_and_installs_nothing():
+    plan = make("-n", "bench", "VENV=", "PYTHON=python3.x", "DEVICE=cuda", "DATA_DIR=/data").stdout
+    assert plan.splitlines() == ["python3.x -m reference.bench --data-dir /data --device cuda --seeds 10 ",
+                                 "python3.x -m grader.bench --data-dir /data --device cuda"]
+    assert "pip" not in make("-n", "setup", "VENV=").stdout
+    assert "pip install" in make("-n", "-B", "setup", "VENV=/nonexistent-venv").stdout  # the default path
+
+
+def test_make_grade_runs_without_a_venv(tmp_path):
+    proc = make("grade", "VENV=", f"PYTHON={sys.executable}", "TRAINING=none", f"OUT={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "reference" / "results.json").read_text())
+    assert results["score"] == results["max_score"] > 0
