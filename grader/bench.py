@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from grader.grade import GradeOptions, grade_submission
-from reference.training import describe_device, resolve_device
+from reference.training import describe_device, device_argument, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training", choices=["none", "mnist", "all"], default=None,
                         help="also grade end to end with training (default: all on a GPU, none on a CPU)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", type=device_argument)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     print(f"\ngrader on {describe_device(device)}, torch {torch.__version__}")

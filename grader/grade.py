@@ -81,9 +81,12 @@ class Grade:
 
 
 def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOptions()) -> Grade:
-    """Grade ``path``. Raises SubmissionError (bad input) or RubricError (bad rubric) only."""
+    """Grade ``path``. Raises SubmissionError (bad input), RubricError (bad rubric) or ValueError
+    (a training device this machine does not have) only."""
     start = time.perf_counter()
     points = load_rubric(options.rubric)
+    if TRAINING_CHOICES[options.training] and not options.visible_only:
+        resolve_device(options.device)  # before any work: the instructor's mistake, not the student's
     staged = stage_submission(Path(path), Path(workdir))
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
                   dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped])

@@ -18,7 +18,7 @@ import torch
 from .configs import RECIPES, Recipe, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
 from .plotting import plot_attention_map, plot_history
-from .training import describe_device, resolve_device, train
+from .training import describe_device, device_argument, resolve_device, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--data-dir", default=None, help="data directory (default: $VITKIT_DATA, else ./data)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", type=device_argument, help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--download", action="store_true", help="download missing data with torchvision")

@@ -12,7 +12,7 @@ import torch
 
 from .configs import RECIPES, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset
-from .training import describe_device, resolve_device, train
+from .training import describe_device, device_argument, resolve_device, train
 
 # (recipe, device type) -> the target the project set, in words.
 TARGETS = {
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: mnist on a CPU, all recipes on a GPU")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", type=device_argument)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     recipes = args.recipes or (list(RECIPES) if device.type == "cuda" else ["mnist"])

@@ -76,10 +76,33 @@ class History:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else the CPU."""
+    """``None`` or ``"auto"``: CUDA when available, else the CPU. A ValueError that says what to
+    do for a name torch does not know or a GPU this machine does not have."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu or cuda") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU that torch "
+                             f"{torch.__version__} can use; use cpu or auto")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s)")
+    return resolved
+
+
+def device_argument(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``text`` if this machine has that device."""
+    import argparse
+
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def describe_device(device: str | torch.device | None = None) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 from conftest import make_mnist_dir, real_data_dir
 from reference.configs import RECIPES, ModelConfig, get_recipe
 from reference.data import load_mnist
-from reference.training import History, TrainConfig, random_crop, random_flip, train
+from reference.training import History, TrainConfig, random_crop, random_flip, resolve_device, train
 
 FAST = TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_epochs=0.5)
 
@@ -92,6 +92,18 @@ def test_on_evaluation_sees_every_evaluation_and_the_stop_reason(mnist_dir):
 def test_a_zero_epoch_budget_trains_nothing(mnist_dir):
     history = train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, epochs=0), device="cpu")
     assert history.stop_reason == "budget" and history.epochs == 0 and history.test_accuracy == []
+
+
+def test_devices_this_machine_lacks_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown device 'gpu': use auto, cpu or cuda"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(ValueError, match="CUDA GPU"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_crop_and_flip_keep_the_pixels():

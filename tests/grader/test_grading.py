@@ -187,6 +187,20 @@ def test_cli_bad_path_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
 
 
+def test_cli_unknown_device_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--device", "gpu"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unknown device 'gpu': use auto, cpu or cuda" in err
+    assert not (tmp_path / "reference").exists()
+
+
+def test_cli_warns_that_cifar10_on_the_cpu_reaches_only_the_lower_thresholds(tmp_path, capsys):
+    assert grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--training", "all", "--device", "cpu",
+                        "--data-dir", str(tmp_path / "no-data")]) == 0
+    assert "note: training CIFAR-10 on the CPU" in capsys.readouterr().err
+
+
 def test_check_mode_for_students(capsys):
     assert grader_main(["--check"]) == 0
     out = capsys.readouterr().out
