@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import torch
 
@@ -209,7 +209,7 @@ def _is_map(value: object, dtype: torch.dtype) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() == 3 and value.dtype == dtype
 
 
-def _progress_printer(recipe: str):
+def _progress_printer(recipe: str) -> Callable[[object], None]:
     """A sandbox update callback that prints one line per evaluation of the training run."""
     def show(update: object) -> None:
         history = checked_history(update)

@@ -372,7 +372,8 @@ def _check_record(record: object) -> dict:
 
 def _check_frame(message: object) -> dict:
     """Accept only the message shapes the worker sends."""
-    if not isinstance(message, dict) or message.get("type") not in ("hello", "progress", "forbidden", "update", "result"):
+    kinds = ("hello", "progress", "forbidden", "update", "result")
+    if not isinstance(message, dict) or message.get("type") not in kinds:
         raise _Violation("unexpected message")
     kind = message["type"]
     if kind == "progress" and not (isinstance(message.get("module"), str) and message.get("state") in ("begin", "end")):

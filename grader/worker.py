@@ -86,7 +86,6 @@ def report(value: object) -> None:
         worker.emit({"type": "update", "id": worker.request_id, "value": to_plain(value, "update")})
 
 
-
 class MissingNameError(AttributeError):
     """The probe asked for a name the submission does not define."""
 
