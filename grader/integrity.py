@@ -29,6 +29,7 @@ ATTENTION = "attention"
 CONVOLUTION = "convolution"
 LIBRARY = "library"
 REFERENCE = "reference"
+DYNAMIC = "dynamic"  # code the grader cannot see through (exec, frames, torch internals); found by grader.scan
 
 # (module, attribute, category): functions replaced by a recording wrapper.
 FUNCTION_TRAPS: tuple[tuple[str, str, str], ...] = (
@@ -61,7 +62,7 @@ class ForbiddenCall:
     line: int
     function: str  # qualified name of the student's function, "<module>" at import time
     component_hint: str  # the interface class/function it happened in, if any, else the enclosing name
-    category: str = ATTENTION  # ATTENTION | CONVOLUTION | LIBRARY | REFERENCE
+    category: str = ATTENTION  # ATTENTION | CONVOLUTION | LIBRARY | REFERENCE | DYNAMIC
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
