@@ -16,7 +16,7 @@ TRAINING ?= mnist
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup test test-fast reference template bench theory grade check clean
+.PHONY: setup jail test test-fast reference template bench theory grade check clean
 
 setup: $(if $(strip $(VENV)),$(VENV)/.installed)
 
@@ -25,6 +25,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+
+## jail: install bubblewrap, which isolates the student's code (Debian/Ubuntu, as root); says so otherwise
+jail:
+	@if command -v bwrap >/dev/null; then echo "bubblewrap: $$(bwrap --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
+		&& echo "bubblewrap: installed $$(bwrap --version)" || echo "bubblewrap: could not be installed"; \
+	else echo "bubblewrap: not installed; install it (e.g. apt-get install bubblewrap) to isolate student code"; fi
 
 ## test: the whole test suite (tests that need the real data skip without it; set DATA_DIR or VITKIT_DATA)
 test: setup

@@ -1,10 +1,12 @@
 """The hidden checks. They run in the grader (the parent): inputs are drawn here from a seed,
-sent to the sandbox, and the outputs that come back are compared here with PyTorch's own
-implementations, with the student's weights copied into them.
+sent to the sandbox, and the raw outputs that come back are compared here with values computed
+here: PyTorch's own implementations with the student's weights copied into them, or the
+specification of a composite put together here from what its own sub-modules returned.
 
 Each check is named ``component:check`` and passes or fails with a message; points come from
 the rubric, not from here. A composite (the blocks, the ViT) is judged against its specification
 built from the student's own sub-modules, so that one mistake costs points in one component.
+Nothing the child says is a verdict: it sends outputs, weights and class names only.
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from grader.integrity import ATTENTION, LIBRARY, REFERENCE, ForbiddenCall
+from grader.integrity import ATTENTION, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
+from grader.sandbox import PROBES
+from grader.submission import PACKAGE_NAME
+from reference.configs import RECIPES
 
 COMPONENTS = ("attention", "multihead", "feedforward", "residual_block", "transformer_block", "patchify", "vit",
               "training_mnist", "training_cifar10")
@@ -27,7 +32,7 @@ OWNER = {
     "patchify": "patchify", "VisionTransformer": "vit",
 }
 FILE_OWNER = {"attention.py": "attention", "blocks.py": "transformer_block", "vit.py": "vit"}
-CHARGED = (ATTENTION, LIBRARY, REFERENCE)  # categories of forbidden calls that cost points
+CHARGED = (ATTENTION, LIBRARY, REFERENCE, DYNAMIC)  # categories of forbidden calls that cost points
 ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
 
 
@@ -71,7 +76,7 @@ class Context:
 
     def run(self, probe: str, *args: Any) -> Any:
         """The probe's value, or CheckFailed with the child's error and the student's traceback."""
-        outcome = self.call(f"grader.probes:{probe}", *args)
+        outcome = self.call(f"{PROBES}:{probe}", *args)
         self.forbidden += outcome.forbidden_calls
         if not outcome.ok:
             trace = f"\n{outcome.student_traceback}" if outcome.student_traceback else ""
@@ -114,6 +119,22 @@ def expect_linear(info: Any, name: str, in_features: int, out_features: int, bia
     expect(got == (in_features, out_features, bias),
            f"`{name}` must be nn.Linear({in_features}, {out_features}, bias={bias}), "
            f"found in={got[0]}, out={got[1]}, bias={got[2]}")
+
+
+def is_student_class(classes: Any, name: str) -> bool:
+    """Whether a module described by the child (its classes, most derived first) is, or derives
+    from, the submission's own class ``name``."""
+    return isinstance(classes, list) and any(
+        isinstance(c, list) and len(c) == 2 and str(c[0]).startswith(PACKAGE_NAME + ".") and c[1] == name
+        for c in classes)
+
+
+def is_layer_norm(classes: Any) -> bool:
+    return isinstance(classes, list) and ["torch.nn.modules.normalization", "LayerNorm"] in classes
+
+
+def _class_name(classes: Any) -> str:
+    return classes[0][1] if isinstance(classes, list) and classes and isinstance(classes[0], list) else str(classes)
 
 
 def _copy_to_mha(state: dict[str, Tensor], d_model: int, num_heads: int, bias: bool) -> nn.MultiheadAttention:
@@ -214,9 +235,24 @@ def _multihead_parity(ctx: Context, num_heads: int, d_model: int) -> None:
             compare(value["weights"], weights, f"per-head weights (B, heads, T, T) vs nn.MultiheadAttention ({num_heads} heads, {how})")
         except CheckFailed:
             # A mistake inherited from the student's own attention function is charged to attention only.
-            if ctx.passed("attention") or value["spec"] is None:
+            if ctx.passed("attention"):
                 raise
-            compare(value["out"], value["spec"], f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})")
+            spec = _multihead_from_own_function(ctx, value["state"], num_heads, x, m)
+            compare(value["out"], spec, f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})")
+
+
+def _multihead_from_own_function(ctx: Context, s: dict[str, Tensor], h: int, x: Tensor, mask: Tensor | None) -> Tensor:
+    """Multi-head attention with the module's weights and the student's own attention function:
+    the projections, the head split and W^O here; only the attention function in the child."""
+    B, T, D = x.shape
+
+    def split(p: str) -> Tensor:
+        return F.linear(x, s[f"{p}.weight"], s[f"{p}.bias"]).reshape(B, T, h, D // h).transpose(1, 2)  # (B, h, T, D/h)
+
+    heads = ctx.run("attention_function", split("w_q"), split("w_k"), split("w_v"), mask)["out"]
+    expect(isinstance(heads, Tensor) and tuple(heads.shape) == (B, h, T, D // h),
+           "your attention function gave no output of the right shape for the heads")
+    return F.linear(heads.transpose(1, 2).reshape(B, T, D), s["w_o.weight"], s["w_o.bias"])
 
 
 def multihead_one_head(ctx: Context) -> None:
@@ -257,22 +293,29 @@ def feedforward_matches_spec(ctx: Context) -> None:
 
 
 def residual_block_uses_its_parts(ctx: Context) -> None:
-    value = ctx.run("residual_block", 8, 16, ctx.randn(2, 4, 8))
-    expect(value["student_types"]["attention"], f"`attention` must be your ScaledDotProductAttention, found {value['types']['attention']}")
-    expect(value["student_types"]["mlp"], f"`mlp` must be your FeedForwardBlock, found {value['types']['mlp']}")
+    classes = ctx.run("residual_block", 8, 16, ctx.randn(2, 4, 8))["classes"]
+    expect(is_student_class(classes["attention"], "ScaledDotProductAttention"),
+           f"`attention` must be your ScaledDotProductAttention, found {_class_name(classes['attention'])}")
+    expect(is_student_class(classes["mlp"], "FeedForwardBlock"),
+           f"`mlp` must be your FeedForwardBlock, found {_class_name(classes['mlp'])}")
 
 
 def residual_block_update(ctx: Context) -> None:
-    value = ctx.run("residual_block", 8, 16, ctx.randn(3, 5, 8))
-    compare(value["out"], value["spec"], "x <- x + attention(x, x, x); x <- x + mlp(x), with the block's own sub-modules")
+    x = ctx.randn(3, 5, 8)
+    value = ctx.run("residual_block", 8, 16, x)
+    compare(value["out"], x + value["attended"] + value["mlp_out"],
+            "x <- x + attention(x, x, x); x <- x + mlp(x), with the block's own sub-modules")
 
 
 def transformer_block_pre_norm(ctx: Context) -> None:
-    value = ctx.run("transformer_block", 16, 4, 32, ctx.randn(2, 6, 16))
-    types = value["student_types"]
-    expect(types["attention"] and types["mlp"] and types["norms"],
+    x = ctx.randn(2, 6, 16)
+    value = ctx.run("transformer_block", 16, 4, 32, x)
+    classes = value["classes"]
+    expect(is_student_class(classes["attention"], "MultiHeadSelfAttention") and is_student_class(classes["mlp"], "FeedForwardBlock")
+           and is_layer_norm(classes["norm1"]) and is_layer_norm(classes["norm2"]),
            "norm1/norm2 must be nn.LayerNorm, attention your MultiHeadSelfAttention, mlp your FeedForwardBlock")
-    compare(value["out"], value["spec"], "x <- x + attention(norm1(x)); x <- x + mlp(norm2(x)), with the block's own sub-modules")
+    compare(value["out"], x + value["attended"] + value["mlp_out"],
+            "x <- x + attention(norm1(x)); x <- x + mlp(norm2(x)), with the block's own sub-modules")
 
 
 def transformer_block_matches_pytorch(ctx: Context) -> None:
@@ -332,10 +375,39 @@ BLOCK_PARTS = ("attention", "multihead", "feedforward", "transformer_block")
 VIT_KWARGS = dict(image_size=8, patch_size=4, in_channels=3, num_classes=5, d_model=16, num_layers=2, num_heads=2, d_hidden=32)
 
 
-def _vit(ctx: Context) -> dict:
-    if "vit" not in ctx.cache:
-        ctx.cache["vit"] = ctx.run("vit", VIT_KWARGS, ctx.randn(3, 3, 8, 8))
-    return ctx.cache["vit"]
+def _vit(ctx: Context, kwargs: dict = VIT_KWARGS, batch: int = 3) -> dict:
+    key = f"vit{kwargs['image_size']}x{kwargs['in_channels']}"
+    if key not in ctx.cache:
+        images = ctx.randn(batch, kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+        ctx.cache[key] = (ctx.run("vit", kwargs, images), images)
+    return ctx.cache[key][0]
+
+
+def _vit_spec(value: dict) -> Tensor:
+    """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
+    embedded patches and the blocks' output come from the child, the rest from the weights."""
+    parts, s = value["parts"], value["state"]
+    needed = ("class_token", "pos_embedding", "norm.weight", "norm.bias", "head.weight", "head.bias")
+    expect(bool(parts) and all(k in s for k in needed),
+           "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
+    tokens = parts["tokens"]  # (B, N, D)
+    blocks_in = torch.cat([s["class_token"].expand(tokens.size(0), -1, -1), tokens], dim=1) + s["pos_embedding"]
+    compare(parts["blocks_in"], blocks_in, "the blocks' input [class; embedding(patches)] + pos")
+    first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
+    return F.linear(F.layer_norm(first, first.shape[-1:], s["norm.weight"], s["norm.bias"]), s["head.weight"], s["head.bias"])
+
+
+def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor) -> Tensor | None:
+    """The reference ViT with the student's weights, when they load into it exactly; else None."""
+    from reference.vit import VisionTransformer
+
+    model = VisionTransformer(**kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError):
+        return None
+    with torch.no_grad():
+        return model.eval()(images)
 
 
 def vit_interface(ctx: Context) -> None:
@@ -343,15 +415,28 @@ def vit_interface(ctx: Context) -> None:
     expect_linear(value["embedding"], "embedding", 3 * 4 * 4, 16, True)
     expect(value["shapes"].get("class_token") == [1, 1, 16], f"class_token must be (1, 1, d_model), found {value['shapes'].get('class_token')}")
     expect(value["shapes"].get("pos_embedding") == [1, 5, 16], f"pos_embedding must be (1, N+1, d_model) = (1, 5, 16), found {value['shapes'].get('pos_embedding')}")
-    expect(value["blocks"] == 2 and value["student_blocks"], "blocks must be an nn.Sequential of num_layers of your TransformerBlock")
+    students = all(is_student_class(c, "TransformerBlock") for c in value["block_classes"])
+    expect(value["blocks"] == 2 and students, "blocks must be an nn.Sequential of num_layers of your TransformerBlock")
     expect(value["blocks_ran"] == [0, 1], "forward must run every one of your TransformerBlocks")
 
 
 def vit_forward(ctx: Context) -> None:
-    value = _vit(ctx)
-    expect(tuple(value["logits"].shape) == (3, 5), f"logits shape {tuple(value['logits'].shape)}, expected (3, num_classes) = (3, 5)")
-    expect(value["spec"] is not None, "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
-    compare(value["eval_logits"], value["spec"], "head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts")
+    """On the small ViT and on both recipes' models at their real image sizes (28x28x1, 32x32x3),
+    so that code which behaves differently at those sizes is caught."""
+    # The specified ViT with the student's weights is the expected value only when every part it
+    # is built from passed: a part's own mistake is charged to that part alone.
+    parts_pass = all(ctx.passed(c) for c in (*BLOCK_PARTS, "patchify"))
+    sizes = [(VIT_KWARGS, 3)] + [(dict(vars(r.model)), 2) for r in RECIPES.values()]
+    for kwargs, batch in sizes:
+        value = _vit(ctx, kwargs, batch)
+        images = ctx.cache[f"vit{kwargs['image_size']}x{kwargs['in_channels']}"][1]
+        size = f"{kwargs['in_channels']}x{kwargs['image_size']}x{kwargs['image_size']} images"
+        want = (batch, kwargs["num_classes"])
+        expect(tuple(value["logits"].shape) == want, f"logits shape {tuple(value['logits'].shape)} for {size}, expected (B, num_classes) = {want}")
+        compare(value["eval_logits"], _vit_spec(value), f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
+        expected = _reference_logits(kwargs, value["state"], images) if parts_pass else None
+        if expected is not None:
+            compare(value["eval_logits"], expected, f"logits vs the specified ViT with your weights, {size}")
 
 
 def vit_gradients(ctx: Context) -> None:
@@ -416,14 +501,24 @@ def forbidden_owner(call: ForbiddenCall) -> str:
 
 
 def charge_forbidden(ctx: Context) -> None:
-    """A check whose component used library attention (or timm, or the reference) fails."""
+    """A check whose component used library attention (or timm, or dynamic code) fails; a
+    submission that imports the reference or the grader fails in every component."""
     charged: dict[str, list[ForbiddenCall]] = {}
     for call in ctx.forbidden:
-        if call.category in CHARGED:
+        if call.category == REFERENCE:
+            for component in COMPONENTS:
+                charged.setdefault(component, []).append(call)
+        elif call.category in CHARGED:
             charged.setdefault(forbidden_owner(call), []).append(call)
     for component, calls in charged.items():
         seen = sorted({f"{c.api} at {c.student_file}:{c.line} (in {c.function})" for c in calls})
-        message = "uses " + "; ".join(seen[:3]) + ": write the attention yourself, library attention earns no points"
+        if any(c.category == REFERENCE for c in calls):
+            why = "a submission that uses the reference solution or the grader earns no points"
+        elif all(c.category == DYNAMIC for c in calls):
+            why = "code the grader cannot see through (exec, eval, interpreter internals) is not accepted in the homework"
+        else:
+            why = "write the attention yourself, library attention earns no points"
+        message = "uses " + "; ".join(seen[:3]) + ": " + why
         for name, result in ctx.results.items():
             if result.component == component and not result.skipped:
                 ctx.results[name] = CheckResult(name, False, message)

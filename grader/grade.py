@@ -1,21 +1,28 @@
-"""Grade one submission: stage it, run the checks in a sandbox, train its ViT with the reference
-recipe in another sandbox, and score the results with the rubric. Everything returned is plain
-data; ``grader.report`` renders it."""
+"""Grade one submission: stage it, scan its source, run the checks in a sandbox, train its ViT
+with the kit's recipe in another sandbox, measure the trained weights in a third, and score the
+results with the rubric. Everything returned is plain data; ``grader.report`` renders it.
+
+Training is split so that no process running the student's code holds both the test images and
+their labels: the training child gets the training split only and sends its weights out at each
+evaluation; a separate child turns weights into logits for the test images (without labels);
+the grader, which alone holds the labels, computes the accuracy and answers the training child.
+"""
 from __future__ import annotations
 
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from grader.checks import CHECKS, CheckResult, Context, forbidden_in_model, run_checks
-from grader.integrity import ForbiddenCall
+from grader import jail
+from grader.checks import CHARGED, CHECKS, CheckResult, Context, charge_forbidden, forbidden_in_model, run_checks
+from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import load_rubric, training_check_names
-from grader.sandbox import Limits, Outcome, Sandbox
+from grader.sandbox import PROBES, Limits, Outcome, Sandbox
+from grader.scan import scan_files
 from grader.submission import StagedSubmission, stage_submission
 from reference.configs import get_recipe
 from reference.data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
@@ -48,6 +55,7 @@ class TrainingRun:
     attention: torch.Tensor | None = None  # (heads, N+1, N+1), first block, test image 0
     image: torch.Tensor | None = None  # uint8 (C, H, W)
     message: str = ""
+    measured: list[float] = field(default_factory=list)  # test accuracies the grader computed, in order
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Grade:
     training: list[TrainingRun] = field(default_factory=list)
     seconds: float = 0.0
     output: str = ""  # the tail of the student's stdout/stderr
+    isolation: list[str] = field(default_factory=list)  # one line per isolation layer: on, or off and why
 
     def score_of(self, result: CheckResult) -> tuple[float, float]:
         """(score, max) of one check; a skipped check is worth nothing either way."""
@@ -88,11 +97,20 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     if TRAINING_CHOICES[options.training] and not options.visible_only:
         resolve_device(options.device)  # before any work: the instructor's mistake, not the student's
     staged = stage_submission(Path(path), Path(workdir))
+    isolation = jail.detect()
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
-                  dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped])
+                  dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped],
+                  isolation=list(isolation.layers))
     names = list(VISIBLE_CHECKS) if options.visible_only else list(CHECKS)
     limits = Limits(call_seconds=options.call_seconds)
-    with Sandbox(staged, limits, seed=options.seed) as box:
+    ctx = Context(lambda *a: Outcome(False, error="not started", kind="import"), options.seed)
+    found = scanned(staged)  # read here, from the source: nothing the student's code can undo
+    own_tests = [c for c in found if c.category in (ATTENTION, LIBRARY) and c.component_hint.startswith("test")]
+    ctx.forbidden += [c for c in found if c not in own_tests]
+    for call in own_tests:  # comparing with PyTorch in one's own test is fine; calling it from the model is not
+        grade.notes.append(f"{call.api} in your test {call.function} ({call.student_file} line {call.line}): "
+                           "allowed there; the grader checks at run time that the model never calls it")
+    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as box:
         imported = box.start()
         if not imported.ok:
             grade.notes.append(f"import failed: {imported.error}")
@@ -100,33 +118,53 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
             for module, status in (imported.value or {}).get("modules", {}).items():
                 if status != "ok":
                     grade.notes.append(f"{module}.py: {status}")
-        ctx = Context(box.call, options.seed)
+        ctx.call = box.call
         ctx.forbidden += imported.forbidden_calls
-        grade.results = run_checks(ctx, names)
-        grade.forbidden = ctx.forbidden
+        run_checks(ctx, names)
         grade.output = box.output()
+    training: list[CheckResult] = []
     if not options.visible_only:
         for recipe in TRAINING_CHOICES[options.training]:
-            run, results = train_submission(staged, ctx, recipe, options)
+            run, results = train_submission(staged, ctx, recipe, options, isolation)
             grade.training.append(run)
-            grade.results += results
+            training += results
         trained = set(TRAINING_CHOICES[options.training])
         for name in training_check_names():
             if name.split(":")[0].removeprefix("training_") not in trained:
-                grade.results.append(CheckResult(name, False, f"not run (TRAINING={options.training})", skipped=True))
+                training.append(CheckResult(name, False, f"not run (TRAINING={options.training})", skipped=True))
+    charge_forbidden(ctx)  # again: calls made while training count too
+    grade.results = list(ctx.results.values()) + training
+    grade.forbidden = ctx.forbidden
     grade.seconds = time.perf_counter() - start
     return grade
 
 
-def train_submission(staged: StagedSubmission, ctx: Context, name: str, options: GradeOptions) -> tuple[TrainingRun, list[CheckResult]]:
-    """Train the student's ViT with the recipe ``name``; one CheckResult per threshold."""
+def scanned(staged: StagedSubmission) -> list[ForbiddenCall]:
+    """The static scan of the student's own files, located as the student knows them."""
+    files = {}
+    for path in staged.module_files:
+        try:
+            files[path.name] = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    found = []
+    for call in scan_files(files):
+        file, line = staged.locate(call.student_file, call.line)
+        found.append(ForbiddenCall(call.api, file, line, call.function, call.component_hint, call.category))
+    return found
+
+
+def train_submission(staged: StagedSubmission, ctx: Context, name: str, options: GradeOptions,
+                     isolation: jail.Isolation | None = None) -> tuple[TrainingRun, list[CheckResult]]:
+    """Train the student's ViT with the recipe ``name``; one CheckResult per threshold, decided
+    by the accuracies the grader computed itself (``TrainingRun.measured``)."""
     recipe = get_recipe(name)
     names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
     run = TrainingRun(name)
 
     def verdicts(message: str, skipped: bool = False) -> list[CheckResult]:
-        accuracy = max(run.history["test_accuracy"], default=0.0) if run.history else 0.0
-        return [CheckResult(n, accuracy >= t, message if accuracy < t else f"reached {100 * accuracy:.2f}%", skipped)
+        best = max(run.measured, default=0.0)
+        return [CheckResult(n, best >= t, message if best < t else f"reached {100 * best:.2f}%", skipped)
                 for n, t in zip(names, recipe.thresholds)]
 
     vit_ok = all(ctx.results.get(n, CheckResult(n, False)).passed for n in ("vit:interface", "vit:forward"))
@@ -139,7 +177,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         return run, verdicts(run.message)
     data_dir = resolve_data_dir(options.data_dir).resolve()
     try:
-        load_dataset(recipe.dataset, data_dir)  # in the grader: a clear skip when the data is absent
+        data = load_dataset(recipe.dataset, data_dir)  # held here; the children get parts of it
     except (DataNotFoundError, DataFormatError) as e:
         run.message = f"skipped: {str(e).splitlines()[0]}"
         return run, verdicts(run.message, skipped=True)
@@ -147,38 +185,96 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     device = resolve_device(options.device)
     gpu = device.type == "cuda"
     time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
+    threads = 1 if gpu else (os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
-                    memory_bytes=None if gpu else 16 << 30, threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
-    show = _progress_printer(name) if options.verbose else None
+                    memory_bytes=None if gpu else 16 << 30, threads=threads, gpu=gpu)
+    show = options.verbose
     if show:
         print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
               f"{recipe.train.epochs} epochs / {time_limit:.0f} s) ...", file=sys.stderr, flush=True)
-    with Sandbox(staged, limits, seed=options.seed) as box:
-        box.start()
-        outcome = box.request("grader.probes:train_recipe", [name, str(data_dir), str(device), options.seed, time_limit],
-                              on_update=show)
-    value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
-    run.history = checked_history(value.get("history") if outcome.ok else outcome.update)
-    if outcome.ok and run.history is None:
-        outcome = Outcome(False, error="the training run returned a malformed history", kind="protocol")
+    model_kwargs = asdict(recipe.model)
+    stats = {"mean": list(data.mean), "std": list(data.std)}
+    train_split = {"name": data.name, "train_images": data.train_images, "train_labels": data.train_labels,
+                   "classes": list(data.classes), **stats}
+    problems: list[str] = []
+    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as trainer, \
+            Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
+        judge.start()
+
+        def measure(question: object) -> dict:
+            """The training child's weights -> logits from the judge -> accuracy, computed here."""
+            weights = question.get("weights") if isinstance(question, dict) else None
+            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, str(device))
+            if accuracy is None:
+                problems.append(why)
+                return {"stop": True}
+            run.measured.append(accuracy)
+            return {"accuracy": accuracy, "stop": False}
+
+        def progress(update: object) -> None:
+            """One line per evaluation: the run's own epochs and loss, the grader's accuracy."""
+            history = checked_history(update)
+            if show and history is not None and history["train_loss"] and run.measured:
+                print(f"    {name}: {history['epochs']:5.2f} epochs  {history['seconds']:7.1f} s  "
+                      f"loss {history['train_loss'][-1]:.3f}  test {100 * run.measured[-1]:6.2f}% (measured by the grader)",
+                      file=sys.stderr, flush=True)
+
+        outcome = trainer.request(f"{PROBES}:train",
+                                  [model_kwargs, asdict(recipe.train), train_split, str(device), options.seed,
+                                   recipe.target_accuracy, time_limit], on_ask=measure, on_update=progress)
+        ctx.forbidden += outcome.forbidden_calls
+        value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
+        run.history = checked_history(value.get("history") if outcome.ok else outcome.update)
+        weights = value.get("weights")
+        if outcome.ok and _is_state(weights):
+            image = data.test_images[0]
+            shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, image, stats["mean"], stats["std"], str(device))
+            ctx.forbidden += shown.forbidden_calls
+            if shown.ok and _is_map(shown.value, torch.float32):
+                run.attention, run.image = shown.value, image.clone()
+    best = max(run.measured, default=0.0)
+    during = [c for c in outcome.forbidden_calls if c.category in CHARGED]
+    if during:
+        run.message = f"not counted: while training, the model used {during[0].api} ({during[0].student_file}:{during[0].line})"
+        return run, [CheckResult(n, False, run.message) for n in names]
     if not outcome.ok:
         run.message = f"training failed: {outcome.error}"
-        if run.history is not None and run.history["test_accuracy"]:
-            run.message += (f"; before that: {100 * max(run.history['test_accuracy']):.2f}% after "
-                            f"{run.history['epochs']:.2f} epochs")
+        if run.measured:
+            run.message += f"; before that: {100 * best:.2f}% measured by the grader"
         if outcome.student_traceback:
             run.message += "\n" + outcome.student_traceback
         return run, verdicts(run.message)
-    attention, image = value.get("attention"), value.get("image")
-    if _is_map(attention, torch.float32) and _is_map(image, torch.uint8):
-        run.attention, run.image = attention, image
-    reason = run.history["stop_reason"]
-    best = max(run.history["test_accuracy"], default=0.0)
-    run.message = (f"{100 * best:.2f}% after {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s "
-                   f"of training on {run.history['device']} (stopped: {reason})")
-    if reason == "nan loss":
-        run.message += "; the loss became NaN"
+    run.message = f"{100 * best:.2f}% test accuracy, measured by the grader from the trained weights"
+    if problems:
+        run.message += f"; the evaluation stopped the run: {problems[0]}"
+    if run.history is not None:
+        run.message += (f" (the run's own account: {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s "
+                        f"of training on {run.history['device']}, stopped: {run.history['stop_reason']})")
+        if run.history["stop_reason"] == "nan loss":
+            run.message += "; the loss became NaN"
     return run, verdicts(run.message)
+
+
+def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object, data: object, stats: dict,
+              device: str) -> tuple[float | None, str]:
+    """Test accuracy of ``weights``: the judge child returns logits for the unlabelled test
+    images; the labels never leave this process."""
+    if not _is_state(weights):
+        return None, "the training run sent something that is not a state_dict"
+    outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, data.test_images, stats["mean"], stats["std"], device)
+    ctx.forbidden += outcome.forbidden_calls
+    if not outcome.ok:
+        return None, f"evaluating the weights failed: {outcome.error}"
+    logits, n = outcome.value, len(data.test_labels)
+    if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == n
+            and logits.shape[1] == data.num_classes and logits.dtype.is_floating_point):
+        return None, f"the model gave logits of shape {tuple(getattr(logits, 'shape', ()))}, expected ({n}, {data.num_classes})"
+    return float((logits.argmax(-1) == data.test_labels).double().mean()), ""
+
+
+def _is_state(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
 
 
 # Wall-clock slack of a training run beyond its training time limit: loading the data, the
@@ -207,15 +303,3 @@ def checked_history(value: object) -> dict | None:
 
 def _is_map(value: object, dtype: torch.dtype) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() == 3 and value.dtype == dtype
-
-
-def _progress_printer(recipe: str) -> Callable[[object], None]:
-    """A sandbox update callback that prints one line per evaluation of the training run."""
-    def show(update: object) -> None:
-        history = checked_history(update)
-        if history is None or not history["test_accuracy"]:
-            return
-        print(f"    {recipe}: {history['epochs']:5.2f} epochs  {history['seconds']:7.1f} s  "
-              f"loss {history['train_loss'][-1]:.3f}  test {100 * history['test_accuracy'][-1]:6.2f}%",
-              file=sys.stderr, flush=True)
-    return show

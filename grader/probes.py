@@ -1,9 +1,11 @@
-"""Probes: grader code that runs *inside* the sandbox child, next to the student's code.
+"""Probes: the grader's code that runs *inside* the sandbox child, next to the student's code.
 
-Each probe builds the student's objects, runs them on inputs the parent sent and returns plain
-data (tensors, numbers, strings). Probes never judge: the parent compares and scores. A probe
-that needs the specification of a composite (a block, the ViT) computes it from the student's
-own sub-modules, so that a mistake in attention is not charged again to the block.
+Each probe builds the student's objects, calls them on inputs the parent sent and returns raw
+results only: output tensors, ``state_dict``s and a description of the module structure (class
+names, never verdicts). Every expected value is computed by the parent from those raw results;
+a probe never judges, so a submission that tampers with a probe can only corrupt its own
+answers, never a verdict. This file runs as ``vitkit_child.probes`` in the jail and may import
+only torch and its siblings in the runner package.
 """
 from __future__ import annotations
 
@@ -12,9 +14,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .worker import ask, report
+
 
 def _state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _classes(obj: object) -> list[list[str]] | str:
+    """The class and its bases as (module, qualified name) pairs; "missing" for None."""
+    if obj is None:
+        return "missing"
+    return [[str(getattr(c, "__module__", "")), str(getattr(c, "__qualname__", ""))] for c in type(obj).__mro__]
 
 
 def _linear_info(module: nn.Module, name: str) -> dict[str, Any] | str:
@@ -55,33 +66,14 @@ def multihead(ns: Any, d_model: int, num_heads: int, x: Tensor, mask: Tensor | N
     module = ns.MultiHeadSelfAttention(d_model, num_heads, 0.0, bias).eval()
     with torch.no_grad():
         out, weights = _split(module(x, mask, return_attention=True), True)
-        spec = _multihead_spec(ns, module, num_heads, x, mask)
-    return {"out": out, "weights": weights, "spec": spec, "state": _state(module),
+    return {"out": out, "weights": weights, "state": _state(module),
             "linears": {n: _linear_info(module, n) for n in ("w_q", "w_k", "w_v", "w_o")}}
 
 
-def _multihead_spec(ns: Any, module: nn.Module, h: int, x: Tensor, mask: Tensor | None) -> Tensor | None:
-    """Multi-head attention built from the student's own projections and attention function: the
-    specification a multi-head module that reuses a faulty function is held to."""
-    try:
-        B, T, D = x.shape
-
-        def split(t: Tensor) -> Tensor:
-            return t.reshape(B, T, h, D // h).transpose(1, 2)  # (B, h, T, D/h)
-
-        q, k, v = split(module.w_q(x)), split(module.w_k(x)), split(module.w_v(x))
-        out, _ = ns.scaled_dot_product_attention(q, k, v, mask)
-        return module.w_o(out.transpose(1, 2).reshape(B, T, D))
-    except Exception:  # noqa: BLE001 - no specification; the parent then needs PyTorch parity
-        return None
-
-
 def raises_value_error(ns: Any, name: str, *args: Any) -> dict:
-    """Whether ``ns.<name>(*args)`` raises ValueError (and what it raised otherwise)."""
+    """What ``ns.<name>(*args)`` raised, if anything (the parent decides what that means)."""
     try:
         getattr(ns, name)(*args)
-    except ValueError as e:
-        return {"raised": "ValueError", "message": str(e)[:200]}
     except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
         return {"raised": type(e).__name__, "message": str(e)[:200]}
     return {"raised": ""}
@@ -107,25 +99,23 @@ def feedforward(ns: Any, d_model: int, d_hidden: int, x: Tensor) -> dict:
 
 
 def residual_block(ns: Any, d_model: int, d_hidden: int, x: Tensor) -> dict:
-    """The block's output, and its specification from its own sub-modules: the update
-    x + attention(x, x, x), then + mlp(.)."""
+    """The block's output, and what its own sub-modules give on the way: ``attended`` =
+    attention(x, x, x) and ``mlp_out`` = mlp(x + attended). The parent puts them together."""
     block = ns.SelfAttentionBlock(d_model, d_hidden).eval()
     attention, mlp = getattr(block, "attention", None), getattr(block, "mlp", None)
     if attention is None or mlp is None:
         raise AttributeError("SelfAttentionBlock needs the attributes `attention` and `mlp`")
     with torch.no_grad():
         out = block(x)
-        h = x + attention(x, x, x)
-        spec = h + mlp(h)
-    return {"out": out, "spec": spec,
-            "types": {"attention": type(attention).__name__, "mlp": type(mlp).__name__},
-            "student_types": {"attention": isinstance(attention, ns.ScaledDotProductAttention),
-                              "mlp": isinstance(mlp, ns.FeedForwardBlock)}}
+        attended = attention(x, x, x)
+        mlp_out = mlp(x + attended)
+    return {"out": out, "attended": attended, "mlp_out": mlp_out,
+            "classes": {"attention": _classes(attention), "mlp": _classes(mlp)}}
 
 
 def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: Tensor, mask: Tensor | None = None) -> dict:
-    """Output, per-head weights, the pre-LN specification from the block's own sub-modules, and
-    the weights for the parent's comparison with nn.TransformerEncoderLayer."""
+    """Output, per-head weights, the weights, and what the block's own sub-modules give on the
+    way (``attended`` = attention(norm1(x)), ``mlp_out`` = mlp(norm2(x + attended)))."""
     block = ns.TransformerBlock(d_model, num_heads, d_hidden, 0.0).eval()
     parts = {n: getattr(block, n, None) for n in ("norm1", "attention", "norm2", "mlp")}
     missing = [n for n, m in parts.items() if m is None]
@@ -134,13 +124,10 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
     with torch.no_grad():
         out, weights = _split(block(x, return_attention=True), True)
         masked = block(x, mask) if mask is not None else None
-        h = x + parts["attention"](parts["norm1"](x))
-        spec = h + parts["mlp"](parts["norm2"](h))
-    return {"out": out, "masked": masked, "weights": weights, "spec": spec,
-            "state": _state(block),
-            "student_types": {"attention": isinstance(parts["attention"], ns.MultiHeadSelfAttention),
-                              "mlp": isinstance(parts["mlp"], ns.FeedForwardBlock),
-                              "norms": all(isinstance(parts[n], nn.LayerNorm) for n in ("norm1", "norm2"))}}
+        attended = parts["attention"](parts["norm1"](x))
+        mlp_out = parts["mlp"](parts["norm2"](x + attended))
+    return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
+            "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
 
 
 def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
@@ -148,8 +135,9 @@ def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
 
 
 def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
-    """Logits, attention maps, gradients, whether the student's blocks ran, and the ViT's
-    specification from its own parts (class token at 0, positional embedding, head on token 0)."""
+    """Logits (train and eval mode), attention maps, which parameters got a gradient, which blocks
+    ran, the weights, and the parts' outputs: ``tokens`` = embedding(patchify(images)) and
+    ``blocks_out`` = blocks(``blocks_in``), where ``blocks_in`` = [class; tokens] + pos."""
     model = ns.VisionTransformer(**kwargs)
     blocks = getattr(model, "blocks", None)
     block_list = list(blocks) if isinstance(blocks, nn.Sequential) else []
@@ -165,19 +153,16 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
     with torch.no_grad():
         eval_logits = model(images)
         maps = model.attention_maps(images)
-        spec = None
-        parts = ("embedding", "class_token", "pos_embedding", "norm", "head")
-        if block_list and all(hasattr(model, p) for p in parts):
+        parts = {}
+        if block_list and all(hasattr(model, p) for p in ("embedding", "class_token", "pos_embedding")):
             tokens = model.embedding(ns.patchify(images, kwargs["patch_size"]))  # (B, N, D)
-            cls = model.class_token.expand(tokens.size(0), -1, -1)
-            x = blocks(torch.cat([cls, tokens], dim=1) + model.pos_embedding)
-            spec = model.head(model.norm(x[:, 0]))
+            blocks_in = torch.cat([model.class_token.expand(tokens.size(0), -1, -1), tokens], dim=1) + model.pos_embedding
+            parts = {"tokens": tokens, "blocks_in": blocks_in, "blocks_out": blocks(blocks_in)}
     return {
-        "logits": logits.detach(), "eval_logits": eval_logits, "spec": spec,
+        "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts,
         "maps": [m for m in maps] if isinstance(maps, (list, tuple)) else maps,
-        "no_grad": no_grad,
-        "blocks": len(block_list),
-        "student_blocks": all(isinstance(b, ns.TransformerBlock) for b in block_list) and bool(block_list),
+        "no_grad": no_grad, "state": _state(model),
+        "blocks": len(block_list), "block_classes": [_classes(b) for b in block_list],
         "blocks_ran": sorted(set(ran)),
         "embedding": _linear_info(model, "embedding"),
         "shapes": {p: list(getattr(model, p).shape) for p in ("class_token", "pos_embedding")
@@ -185,25 +170,73 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
     }
 
 
-def train_recipe(ns: Any, recipe_name: str, data_dir: str, device: str, seed: int, time_limit: float) -> dict:
-    """Train the student's VisionTransformer with the *reference* training function and recipe;
-    return the history and the first block's attention map of test image 0."""
-    from grader.worker import report
-    from reference.configs import get_recipe
-    from reference.data import load_dataset
-    from reference.training import resolve_device, train
+# --- training: weights out; the grader measures them ------------------------------------------
 
-    recipe = get_recipe(recipe_name)
-    data = load_dataset(recipe.dataset, data_dir)
+
+class _Stopped(Exception):
+    """The grader said stop (its measurement failed, or it has what it needs)."""
+
+
+def train(ns: Any, model_kwargs: dict, train_kwargs: dict, data: dict, device: str, seed: int,
+          target_accuracy: float, time_limit: float) -> dict:
+    """Train the student's VisionTransformer with the kit's training function on the training
+    split only (this process never sees the test split). At each evaluation point it sends the
+    weights to the grader, which measures their test accuracy elsewhere and answers with it.
+    Returns the final weights and the run's own history (an account that decides nothing)."""
+    from .data import ImageDataset
+    from .training import TrainConfig
+    from .training import train as train_model
+
+    empty = torch.zeros((0, *data["train_images"].shape[1:]), dtype=torch.uint8)
+    dataset = ImageDataset(data["name"], data["train_images"], data["train_labels"], empty,
+                           torch.zeros(0, dtype=torch.long), tuple(data["classes"]), tuple(data["mean"]),
+                           tuple(data["std"]))
     torch.manual_seed(seed)
-    model = recipe.model.build(ns.VisionTransformer)
-    # Each evaluation goes to the parent at once: it shows progress, and a later crash or
-    # time-out still keeps the thresholds reached before it.
-    history = train(model, data, recipe.train, device=device, seed=seed, progress=False,
-                    target_accuracy=recipe.target_accuracy, time_limit=time_limit,
-                    on_evaluation=lambda h: report(h.to_dict()))
-    image = data.normalized_test_image(0, resolve_device(device)).unsqueeze(0)  # (1, C, H, W)
-    model.eval()
+    model = ns.VisionTransformer(**model_kwargs)
+    epochs: list[float] = []
+
+    def measured(m: nn.Module) -> float:
+        answer = ask({"weights": _state(m), "epoch": len(epochs)})
+        if not isinstance(answer, dict) or answer.get("stop"):
+            raise _Stopped()
+        return float(answer["accuracy"])
+
+    try:
+        history = train_model(model, dataset, TrainConfig(**train_kwargs), device=device, seed=seed, progress=False,
+                              target_accuracy=target_accuracy, time_limit=time_limit, evaluator=measured,
+                              on_evaluation=lambda h: (epochs.append(h.epochs), report(h.to_dict())))
+        account = history.to_dict()
+    except _Stopped:
+        account = None
+    return {"history": account, "weights": {k: v.cpu() for k, v in _state(model).items()}}
+
+
+def _model(ns: Any, model_kwargs: dict, weights: dict, device: str) -> nn.Module:
+    model = ns.VisionTransformer(**model_kwargs)
+    model.load_state_dict(weights, strict=True)
+    return model.to(device).eval()
+
+
+def _normalized(images: Tensor, mean: list[float], std: list[float], device: str) -> Tensor:
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return (images.to(device).float() / 255 - m) / s
+
+
+def logits(ns: Any, model_kwargs: dict, weights: dict, images: Tensor, mean: list[float], std: list[float],
+           device: str, batch_size: int = 1000) -> Tensor:
+    """The student's model with ``weights``, on unlabelled uint8 ``images`` (N, C, H, W): logits (N, classes)."""
+    model = _model(ns, model_kwargs, weights, device)
+    out = []
     with torch.no_grad():
-        attention = model.attention_maps(image)[0][0].float().cpu()  # (heads, N+1, N+1)
-    return {"history": history.to_dict(), "attention": attention, "image": data.test_images[0].clone()}
+        for i in range(0, len(images), batch_size):
+            out.append(model(_normalized(images[i:i + batch_size], mean, std, device)).float().cpu())
+    return torch.cat(out)
+
+
+def attention_map(ns: Any, model_kwargs: dict, weights: dict, image: Tensor, mean: list[float], std: list[float],
+                  device: str) -> Tensor:
+    """The first block's attention of the model with ``weights`` for one uint8 image (C, H, W)."""
+    model = _model(ns, model_kwargs, weights, device)
+    with torch.no_grad():
+        return model.attention_maps(_normalized(image[None], mean, std, device))[0][0].float().cpu()

@@ -20,14 +20,14 @@ child is killed and the next request transparently gets a fresh one (the submiss
 again, with the same seed). Between requests the child keeps its state (module globals), but
 the RNGs, grad mode and default dtype are reset before every request.
 
-Safety of the parent: messages from the child are read with ``torch.load(weights_only=True)``
-and checked for shape; the student's stdout/stderr travel on another pipe and are kept bounded.
-Children are forked from a shared fork server that has imported torch once (on Linux, with one
-thread); elsewhere a fresh interpreter is spawned.
+Safety of the parent: messages from the child are read with ``torch.load(weights_only=True)``,
+every tensor in them is bounded (dtype, elements, contiguous storage) and every frame checked
+for shape; the student's stdout/stderr travel on another pipe and are kept bounded. Each child
+is a fresh interpreter started in the jail (``grader.jail``), which runs the copy of the worker
+in the sandbox's runner folder: the child never imports the grader itself.
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import importlib.util
 import io
@@ -38,7 +38,7 @@ import secrets
 import select
 import shutil
 import signal
-import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from grader import jail
 from grader.integrity import ForbiddenCall
 from grader.submission import (
     EXPECTED_MODULES,
@@ -61,9 +62,12 @@ from grader.submission import (
 from grader.worker import HEADER, encode
 
 KINDS = ("timeout", "crash", "memory", "exception", "import", "protocol")
-_ROOT = str(Path(__file__).resolve().parent.parent)
 _BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-         "sys.path.insert(0, sys.argv[1]); import grader.worker as w; ")
+         f"sys.path.insert(0, sys.argv[1]); import {jail.RUNNER_PACKAGE}.worker as w; "
+         "w.spawn_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
+PROBES = f"{jail.RUNNER_PACKAGE}.probes"  # the grader's probes, as the child imports them
+# dtypes a child may send back; anything else is a protocol error
+_DTYPES = None  # filled lazily (torch is imported lazily here)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Limits:
     file_bytes: int = 256 << 20  # largest file the child may write (RLIMIT_FSIZE)
     startup_seconds: float = 60.0  # starting an interpreter and importing torch
     max_message_bytes: int = 256 << 20  # largest result the parent accepts
+    max_elements: int = 64 << 20  # elements of all the tensors in one message, together
     gpu: bool = False  # let the child see CUDA (training); needs memory_bytes=None: RLIMIT_AS breaks CUDA
 
 
@@ -184,111 +189,6 @@ def _base_env(threads: int, gpu: bool = False) -> dict[str, str]:
     return env
 
 
-class _LaunchError(Exception):
-    pass
-
-
-class _ForkServer:
-    """A process that has imported torch once and forks workers on request (``worker.zygote_main``)."""
-
-    def __init__(self, env: dict[str, str], startup_seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._dir = tempfile.mkdtemp(prefix="grader-forkserver-")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with open(os.path.join(self._dir, "log.txt"), "wb") as log:
-            try:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-s", "-u", "-X", "utf8", "-c",
-                     _BOOT + "sys.exit(w.zygote_main(int(sys.argv[2])))", _ROOT, str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),), env=env, cwd=self._dir, stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True,
-                )
-            finally:
-                theirs.close()
-        self._sock = ours
-        try:
-            reply = self._receive(startup_seconds)
-        except _LaunchError:
-            self.close()
-            raise
-        self.threads = int(reply.get("threads", 0))
-
-    def _receive(self, timeout: float) -> dict:
-        self._sock.settimeout(timeout)
-        try:
-            data = self._sock.recv(1 << 16)
-        except OSError as exc:
-            raise _LaunchError(f"the fork server did not answer ({exc})") from None
-        if not data:
-            raise _LaunchError(f"the fork server exited; see {self._dir}/log.txt")
-        return json.loads(data)
-
-    def alive(self) -> bool:
-        return self._proc.poll() is None
-
-    def fork(self, config: dict, fds: list[int]) -> int:
-        with self._lock:
-            try:
-                socket.send_fds(self._sock, [json.dumps({"op": "fork", "config": config}).encode()], fds)
-            except OSError as exc:
-                raise _LaunchError(f"the fork server is gone ({exc})") from None
-            return int(self._receive(30.0)["pid"])
-
-    def wait(self, pid: int, timeout: float) -> int | None:
-        with self._lock:
-            try:
-                self._sock.send(json.dumps({"op": "wait", "pid": pid, "timeout": timeout}).encode())
-                code = self._receive(timeout + 10.0)["code"]
-            except (OSError, _LaunchError):
-                return -255
-            return None if code is None else int(code)
-
-    def close(self) -> None:
-        self._sock.close()  # the server kills its remaining children and exits on EOF
-        try:
-            self._proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-_SERVERS: dict[tuple, _ForkServer | None] = {}
-_SERVERS_LOCK = threading.Lock()
-
-
-def _fork_server(env: dict[str, str], startup_seconds: float) -> _ForkServer | None:
-    """The shared fork server for this environment, or None where forking is not safe."""
-    if not sys.platform.startswith("linux"):
-        return None
-    key = tuple(sorted(env.items()))
-    with _SERVERS_LOCK:
-        if key in _SERVERS:
-            server = _SERVERS[key]
-            if server is None or server.alive():
-                return server
-        if not _SERVERS:
-            atexit.register(shutdown_fork_servers)
-        try:
-            server = _ForkServer(env, startup_seconds)
-        except (_LaunchError, OSError):
-            server = None
-        if server is not None and server.threads != 1:
-            server.close()  # forking a multi-threaded process can deadlock the child
-            server = None
-        _SERVERS[key] = server
-        return server
-
-
-def shutdown_fork_servers() -> None:
-    """Stop the shared fork servers (done automatically at exit)."""
-    with _SERVERS_LOCK:
-        servers = [s for s in _SERVERS.values() if s is not None]
-        _SERVERS.clear()
-    for server in servers:
-        server.close()
-
-
 @dataclass
 class _Child:
     """One worker process and the parent's ends of its pipes."""
@@ -308,11 +208,21 @@ class _Child:
             self.exit_code = self.waiter(timeout)
         return self.exit_code
 
+    def python_pid(self) -> int:
+        """The worker's pid as seen here: the launcher's deepest descendant (bwrap starts two levels)."""
+        pid = self.pid
+        for _ in range(4):
+            children = _children(pid)
+            if not children:
+                break
+            pid = children[0]
+        return pid
+
     def kill(self) -> None:
         if self.exit_code is None:  # never signal a pid that may have been reused
             try:
                 os.killpg(self.pid, signal.SIGKILL)
-            except OSError:  # not yet its own process group (just forked): the process alone
+            except OSError:  # not yet its own process group (just started): the process alone
                 try:
                     os.kill(self.pid, signal.SIGKILL)
                 except OSError:
@@ -372,14 +282,14 @@ def _check_record(record: object) -> dict:
 
 def _check_frame(message: object) -> dict:
     """Accept only the message shapes the worker sends."""
-    kinds = ("hello", "progress", "forbidden", "update", "result")
+    kinds = ("hello", "progress", "forbidden", "update", "ask", "result")
     if not isinstance(message, dict) or message.get("type") not in kinds:
         raise _Violation("unexpected message")
     kind = message["type"]
     if kind == "progress" and not (isinstance(message.get("module"), str) and message.get("state") in ("begin", "end")):
         raise _Violation("malformed progress message")
-    if kind == "update" and not isinstance(message.get("id"), int):
-        raise _Violation("malformed update")
+    if kind in ("update", "ask") and not isinstance(message.get("id"), int):
+        raise _Violation(f"malformed {kind}")
     if kind == "result":
         if not isinstance(message.get("id"), int) or not isinstance(message.get("ok"), bool):
             raise _Violation("malformed result")
@@ -388,14 +298,45 @@ def _check_frame(message: object) -> dict:
     return message
 
 
-def _decode(payload: bytes) -> dict:
+def _decode(payload: bytes, max_elements: int = Limits.max_elements) -> dict:
     import torch
 
     try:
         message = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 -- anything that is not plain data
         raise _Violation(f"the worker sent data that is not plain ({type(exc).__name__})") from None
+    _check_tensors(message, max_elements)
     return _check_frame(message)
+
+
+def _check_tensors(value: object, budget: int, depth: int = 0) -> int:
+    """Every tensor must be dense, contiguous, of a plain dtype and within the element budget, so
+    that a child cannot make the parent allocate more than it sent (zero strides, huge views)."""
+    import torch
+
+    global _DTYPES
+    if _DTYPES is None:
+        _DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                   torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128}
+    if depth > 32:
+        raise _Violation("a message nested too deeply")
+    if isinstance(value, torch.Tensor):
+        if type(value) is not torch.Tensor or value.layout != torch.strided or value.dtype not in _DTYPES:
+            raise _Violation(f"a tensor of an unexpected kind ({type(value).__name__}, {value.dtype}, {value.layout})")
+        if value.numel() > budget:
+            raise _Violation("tensors with too many elements in one message (Limits.max_elements)")
+        if not value.is_contiguous() or value.untyped_storage().nbytes() < value.numel() * value.element_size():
+            raise _Violation("a tensor that is not contiguous (e.g. zero strides)")
+        return budget - value.numel()
+    if isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return budget
+    for item in items:
+        budget = _check_tensors(item, budget, depth + 1)
+    return budget
 
 
 def _check_plain(value: object, where: str = "argument", depth: int = 0) -> None:
@@ -437,18 +378,16 @@ class Sandbox:
     """A worker child for one staged submission; see the module docstring. Not thread-safe."""
 
     def __init__(self, staged: StagedSubmission, limits: Limits = Limits(), *, seed: int = 0,
-                 probe_paths: Sequence[Path | str] = (), launcher: str = "auto") -> None:
-        """``probe_paths``: extra directories on the child's ``sys.path`` for probe modules (the
-        repository root is always there). ``launcher``: "auto" (fork server where safe), "fork"
-        or "spawn"."""
-        if launcher not in ("auto", "fork", "spawn"):
-            raise SandboxError(f"unknown launcher {launcher!r}")
+                 probe_paths: Sequence[Path | str] = (), isolation: jail.Isolation | None = None) -> None:
+        """``probe_paths``: extra directories (visible to the child, read-only) on its ``sys.path``
+        for probe modules of tests; the grader's own probes are always there. ``isolation``:
+        the jail (default: what ``grader.jail.detect()`` finds on this machine)."""
         self.staged = staged
         self.limits = limits
         self.seed = seed
         self.restarts = 0
+        self.isolation = isolation if isolation is not None else jail.detect()
         self._probe_paths = [str(Path(p).resolve()) for p in probe_paths]
-        self._launcher = launcher
         self._tmp: Path | None = None
         self._tail = _OutputTail(limits.output_bytes)
         self._marker = secrets.token_hex(8)
@@ -461,6 +400,7 @@ class Sandbox:
         self._closed = False
         self._sources: dict[str, list[str]] = {}
         self._student_paths = {os.path.realpath(p): p.name for p in staged.module_files}
+        self._student_names = {p.name for p in staged.module_files}
 
     # -- public --------------------------------------------------------------------------------
 
@@ -495,11 +435,14 @@ class Sandbox:
 
     def request(self, probe: str, args: Sequence[object] = (), kwargs: Mapping[str, object] | None = None, *,
                 seed: int | None = None, timeout: float | None = None,
-                on_update: Callable[[object], None] | None = None) -> Outcome:
+                on_update: Callable[[object], None] | None = None,
+                on_ask: Callable[[object], object] | None = None) -> Outcome:
         """Run ``probe`` (``"package.module:function"``) in the child as ``function(ns, *args, **kwargs)``.
 
         ``on_update`` is called in the parent with each value the probe sends with
-        ``grader.worker.report()`` while it runs; the last one is also ``Outcome.update``.
+        ``worker.report()`` while it runs; the last one is also ``Outcome.update``. ``on_ask``
+        answers the probe's ``worker.ask(value)`` (plain data back); without it, asking is a
+        protocol error.
         """
         self._check_open()
         kwargs = dict(kwargs or {})
@@ -517,7 +460,7 @@ class Sandbox:
         message = {"op": "call", "probe": probe, "args": list(args), "kwargs": kwargs,
                    "seed": self.seed if seed is None else int(seed)}
         limit = self.limits.call_seconds if timeout is None else timeout
-        reply, output = self._request(message, limit, on_update)
+        reply, output = self._request(message, limit, on_update, on_ask)
         return self._call_outcome(reply, output, limit)
 
     def output(self) -> str:
@@ -739,9 +682,15 @@ class Sandbox:
             raise SandboxError("the sandbox is closed")
 
     def _workspace(self) -> Path:
+        """``runner/`` (the child's code and configs, read-only to it), ``cwd/`` and ``faults/``
+        (writable by it); the jail shows the child these and nothing else of ours."""
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="grader-sandbox-"))
-            (self._tmp / "cwd").mkdir()
+            jail.stage_runner(self._tmp / "runner")
+            for name, writable in (("runner", False), ("cwd", True), ("faults", True)):
+                (self._tmp / name).mkdir(exist_ok=True)
+                jail.prepare(self._tmp / name, self.isolation, writable=writable)
+            jail.prepare(self._tmp / "runner" / jail.RUNNER_PACKAGE, self.isolation)
         return self._tmp
 
     def _config(self, fault_path: Path) -> dict:
@@ -754,7 +703,9 @@ class Sandbox:
             "aliases": [s for s in stems if _may_alias(s)],
             "student_files": {str(p): p.name for p in staged.module_files},
             "student_stems": [p.stem for p in staged.module_files],
-            "components": list(INTERFACE_NAMES), "extra_paths": self._probe_paths,
+            "components": list(INTERFACE_NAMES),
+            "extra_paths": [str(self._workspace() / "runner"), *self._probe_paths],
+            "probe_modules": [PROBES], "nproc": self.isolation.nproc,
             "threads": self.limits.threads, "memory_bytes": self.limits.memory_bytes,
             "file_bytes": self.limits.file_bytes, "max_message_bytes": self.limits.max_message_bytes,
             "cwd": cwd, "env": {"HOME": cwd, "TMPDIR": cwd, "MPLCONFIGDIR": cwd},
@@ -762,38 +713,28 @@ class Sandbox:
         }
 
     def _launch(self) -> str | None:
-        """Start a child and wait for its hello; None, or why it could not start."""
+        """Start a child in the jail and wait for its hello; None, or why it could not start."""
         self._stop_child()
         self._generation += 1
-        fault_path = self._workspace() / f"faults-{self._generation}.txt"
+        work = self._workspace()
+        fault_path = work / "faults" / f"faults-{self._generation}.txt"
         config = self._config(fault_path)
-        env = _base_env(self.limits.threads, self.limits.gpu)
-        use_fork = self._launcher != "spawn" and not self.limits.gpu  # the fork server hides the GPU
-        server = _fork_server(env, self.limits.startup_seconds) if use_fork else None
-        if server is None and self._launcher == "fork":
-            return "the fork server is not available on this system"
+        config_path = work / "runner" / f"config-{self._generation}.json"
+        config_path.write_text(json.dumps(config))
+        config_path.chmod(0o644)
+        env = {**_base_env(self.limits.threads, self.limits.gpu), **config["env"]}
+        argv = [sys.executable, "-s", "-u", "-X", "utf8", "-c", _BOOT, str(work / "runner"), str(config_path)]
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
+        command = jail.jail_command(
+            self.isolation, [*argv, str(req_r), str(resp_w)],
+            read_only=[self.staged.package_root, work / "runner", *map(Path, self._probe_paths)],
+            writable=[work / "cwd", work / "faults"], gpu=self.limits.gpu)
         try:
-            if server is not None:
-                pid = server.fork(config, [req_r, resp_w, out_w])
-                waiter = lambda timeout, pid=pid: server.wait(pid, timeout)  # noqa: E731
-                startup = 30.0
-            else:
-                config_path = self._workspace() / f"config-{self._generation}.json"
-                config_path.write_text(json.dumps(config))
-                proc = subprocess.Popen(
-                    [sys.executable, "-s", "-u", "-X", "utf8", "-c",
-                     _BOOT + "w.spawn_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
-                     _ROOT, str(config_path), str(req_r), str(resp_w)],
-                    pass_fds=(req_r, resp_w), env={**env, **config["env"]}, cwd=config["cwd"],
-                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, start_new_session=True,
-                )
-                pid = proc.pid
-                waiter = lambda timeout, proc=proc: _popen_wait(proc, timeout)  # noqa: E731
-                startup = self.limits.startup_seconds
-        except (_LaunchError, OSError) as exc:
+            proc = subprocess.Popen(command, pass_fds=(req_r, resp_w), env=env, cwd=config["cwd"],
+                                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, start_new_session=True)
+        except OSError as exc:
             for fd in (req_w, resp_r, out_r):
                 os.close(fd)
             return f"the worker process could not be started ({exc})"
@@ -801,10 +742,11 @@ class Sandbox:
             for fd in (req_r, resp_w, out_w):
                 os.close(fd)
         os.set_blocking(req_w, False)
-        reader = threading.Thread(target=self._tail.pump, args=(out_r,), daemon=True, name=f"sandbox-output-{pid}")
+        reader = threading.Thread(target=self._tail.pump, args=(out_r,), daemon=True, name=f"sandbox-output-{proc.pid}")
         reader.start()
-        self._child = _Child(pid, req_w, resp_r, reader, waiter, fault_path)
-        reply = self._exchange(None, startup)
+        waiter = lambda timeout, proc=proc: _popen_wait(proc, timeout)  # noqa: E731
+        self._child = _Child(proc.pid, req_w, resp_r, reader, waiter, fault_path)
+        reply = self._exchange(None, self.limits.startup_seconds)
         if reply.failure is not None:
             memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
                 if self.limits.memory_bytes else ""
@@ -817,20 +759,20 @@ class Sandbox:
             child.kill()
             child.close_pipes()
 
-    def _request(self, message: dict, timeout: float,
-                 on_update: Callable[[object], None] | None = None) -> tuple[_Reply, str]:
+    def _request(self, message: dict, timeout: float, on_update: Callable[[object], None] | None = None,
+                 on_ask: Callable[[object], object] | None = None) -> tuple[_Reply, str]:
         """Send one request to the live child and wait for its result; also the output it printed."""
         self._next_id += 1
         message["id"] = self._next_id
         mark = self._tail.mark()
         token = f"\x1e{self._marker}:{self._next_id}\x1e".encode()
         self._tail.expect(token)
-        reply = self._exchange(message, timeout, on_update)
+        reply = self._exchange(message, timeout, on_update, on_ask)
         self._tail.wait(0.5 if reply.result is not None else 0.0)
         return reply, self._tail.since(mark)
 
-    def _exchange(self, message: dict | None, timeout: float,
-                  on_update: Callable[[object], None] | None = None) -> _Reply:
+    def _exchange(self, message: dict | None, timeout: float, on_update: Callable[[object], None] | None = None,
+                  on_ask: Callable[[object], object] | None = None) -> _Reply:
         """Send ``message`` (None: just wait for the hello) and read until its result."""
         child = self._child
         reply = _Reply()
@@ -843,9 +785,11 @@ class Sandbox:
                 kind = frame["type"]
                 if kind == "forbidden":
                     try:
-                        reply.forbidden.append(self._translate(ForbiddenCall.from_dict(frame.get("call"))))
+                        call = ForbiddenCall.from_dict(frame.get("call"))
                     except ValueError as exc:
                         raise _Violation(str(exc)) from None
+                    if call.student_file in self._student_names:  # messages name the student's files only
+                        reply.forbidden.append(self._translate(call))
                 elif kind == "progress":
                     if frame["state"] == "begin":
                         child.stack.append(frame["module"])
@@ -855,6 +799,9 @@ class Sandbox:
                     reply.update = frame.get("value")
                     if on_update is not None:
                         on_update(reply.update)
+                elif kind == "ask" and message is not None and frame["id"] == message["id"] and on_ask is not None:
+                    answer = {"op": "answer", "id": message["id"], "value": on_ask(frame.get("value"))}
+                    self._send(child, encode(answer), deadline)
                 elif kind == "hello" and message is None:
                     reply.result = frame
                     return reply
@@ -904,7 +851,7 @@ class Sandbox:
                 if len(buffer) >= HEADER.size + size:
                     payload = bytes(buffer[HEADER.size:HEADER.size + size])
                     del buffer[:HEADER.size + size]
-                    return _decode(payload)
+                    return _decode(payload, self.limits.max_elements)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Timeout()
@@ -919,15 +866,15 @@ class Sandbox:
         """Ask the hung child where it is (faulthandler on SIGUSR1) before killing it."""
         path = child.fault_path
         try:
-            before = path.stat().st_size
-            os.kill(child.pid, signal.SIGUSR1)
+            before = path.lstat().st_size
+            os.kill(child.python_pid(), signal.SIGUSR1)
         except OSError:
             return []
         deadline = time.monotonic() + 0.5
         size = before
         while time.monotonic() < deadline:
             time.sleep(0.02)
-            now = path.stat().st_size
+            now = path.lstat().st_size
             if now > before and now == size:
                 break  # it wrote something and stopped writing
             size = now
@@ -942,6 +889,8 @@ class Sandbox:
             return "protocol", "protocol error: the worker closed its channel"
         if code == -255:
             return "crash", "the process ended"
+        if self.isolation.bwrap is not None and 128 < code < 128 + 65:
+            code = 128 - code  # bwrap reports the worker's death by signal N as exit 128 + N
         if code < 0:
             name = _signal_name(-code)
             if name == "SIGKILL":
@@ -968,11 +917,29 @@ def _may_alias(stem: str) -> bool:
 def _read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:
     """At most ``limit`` bytes from ``start`` on (the child can write to this file too)."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
-            return handle.read(limit).decode("utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""  # a fifo or device planted by the child
+        handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
+        return handle.read(limit).decode("utf-8", errors="replace")
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc), oldest first."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
 
 
 def _popen_wait(proc: subprocess.Popen, timeout: float) -> int | None:

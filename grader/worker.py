@@ -1,17 +1,17 @@
 """The sandbox child: imports the staged submission and runs grader probes against it.
 
-Everything here runs in a separate process started by ``grader.sandbox``; the parent never
-imports the student's code. Two ways in:
+Everything here runs in a separate process started by ``grader.sandbox``, inside the jail
+(``grader.jail``); the parent never imports the student's code. This file is copied, with
+``integrity.py``, ``probes.py`` and the kit's ``training.py`` and ``data.py``, into the runner
+package ``vitkit_child`` that the child imports: it may import nothing else of the grader.
 
-* ``zygote_main``: a fork server. It imports torch once, then forks one worker per request from
-  the parent (the expensive import is paid once per grading run, not once per restart).
-* ``spawn_main``: a plain new interpreter, used where forking is not safe or not available.
-
-Both end in ``run_worker``, which applies the resource limits, installs the integrity traps,
+``spawn_main`` applies the resource limits, installs the integrity traps, takes a private copy
+of the probe table (so that a submission that patches ``vitkit_child.probes`` changes nothing),
 and serves requests read from a dedicated pipe: ``import`` (the submission) and ``call`` (a
-probe ``"module:function"``, called as ``function(ns, *args, **kwargs)``). Every message is a
-frame of 8-byte big-endian length + ``torch.save`` bytes of plain data, so the parent can read
-them with ``torch.load(weights_only=True)``. The student's stdout/stderr go to another pipe.
+probe ``"module:function"``, called as ``function(ns, *args, **kwargs)``). A probe may ``ask``
+the parent a question mid-request and wait for its ``answer``. Every message is a frame of
+8-byte big-endian length + ``torch.save`` bytes of plain data, so the parent can read them with
+``torch.load(weights_only=True)``. The student's stdout/stderr go to another pipe.
 """
 from __future__ import annotations
 
@@ -26,11 +26,9 @@ import os
 import random
 import re
 import signal
-import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 from types import ModuleType
 from typing import Any, Callable
@@ -86,6 +84,19 @@ def report(value: object) -> None:
         worker.emit({"type": "update", "id": worker.request_id, "value": to_plain(value, "update")})
 
 
+def ask(value: object) -> object:
+    """Send ``value`` (plain data) to the parent and wait for its answer (plain data).
+
+    For probes that need the grader mid-request: the training probe asks the grader to measure
+    the weights it has so far, and continues or stops on the answer.
+    """
+    worker = _ACTIVE
+    if worker is None or worker.request_id is None:
+        raise RuntimeError("ask() outside a request")
+    worker.emit({"type": "ask", "id": worker.request_id, "value": to_plain(value, "question")})
+    return worker.read_answer()
+
+
 class MissingNameError(AttributeError):
     """The probe asked for a name the submission does not define."""
 
@@ -126,8 +137,8 @@ def to_plain(value: object, where: str = "result", depth: int = 0) -> object:
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return value
     if isinstance(value, torch.Tensor):
-        # detach + clone: no autograd graph, no tensor subclass, no oversized shared storage
-        return value.detach().to("cpu").as_subclass(torch.Tensor).clone()
+        # detach + contiguous clone: no autograd graph, no subclass, no oversized or shared storage
+        return value.detach().to("cpu").as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
     if isinstance(value, (torch.dtype, torch.device, torch.Size)):
         return value
     if isinstance(value, (list, tuple)):
@@ -314,7 +325,7 @@ class Worker:
     """Serves the parent's requests over ``req_fd``/``resp_fd``; see the module docstring."""
 
     def __init__(self, config: dict, req_fd: int, resp_fd: int) -> None:
-        from grader.integrity import StudentFiles
+        from .integrity import StudentFiles
 
         self.config = config
         self.req_fd, self.resp_fd = req_fd, resp_fd
@@ -326,6 +337,7 @@ class Worker:
                                         config["aliases"], self.emit)
         self.traps = None
         self.request_id: int | None = None  # the request being served, for report()
+        self._probes: dict[str, dict[str, Any]] = {}  # module -> its functions, taken before student code runs
 
     def emit(self, message: dict) -> None:
         payload = self._encode(message)
@@ -333,10 +345,22 @@ class Worker:
             _write_all(self.resp_fd, HEADER.pack(len(payload)) + payload)
 
     def install(self) -> None:
-        from grader.integrity import install_traps
+        from .integrity import install_traps
 
         sys.meta_path.insert(0, self._finder)
+        for module in self.config["probe_modules"]:
+            self._probes[module] = dict(vars(importlib.import_module(module)))
         self.traps = install_traps(self.student_file, self._report_forbidden, self.config["components"])
+
+    def read_answer(self) -> object:
+        """The parent's answer to an ``ask``: the next frame on the request pipe."""
+        (size,) = HEADER.unpack(_read_exactly(self.req_fd, HEADER.size))
+        if size > self.config["max_message_bytes"]:
+            raise RuntimeError("the parent's answer is too large")
+        message = _decode_request(_read_exactly(self.req_fd, size))
+        if message.get("op") != "answer":
+            raise RuntimeError("the parent did not answer")
+        return message.get("value")
 
     def _report_forbidden(self, call: object) -> None:
         self.emit({"type": "forbidden", "call": call.to_dict()})
@@ -393,7 +417,7 @@ class Worker:
 
     def _call(self, request: dict) -> dict:
         try:
-            probe = _load_probe(str(request["probe"]))
+            probe = _load_probe(str(request["probe"]), self._probes)
         except Exception as exc:  # noqa: BLE001
             why = f"cannot load probe {request.get('probe')!r}: {type(exc).__name__}: {exc}"
             return {"ok": False, "value": None, "error": protocol_record(why)}
@@ -436,13 +460,15 @@ def _decode_request(payload: bytes) -> dict:
     return request
 
 
-def _load_probe(spec: str) -> Callable[..., Any]:
+def _load_probe(spec: str, table: dict[str, dict[str, Any]]) -> Callable[..., Any]:
+    """The probe ``module:function``: from the table taken at start when the module is in it."""
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
+    if not module_name or not attr or "." in attr:
         raise ValueError("a probe is written 'package.module:function'")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
+    if module_name in table:
+        target = table[module_name][attr]
+    else:
+        target = getattr(importlib.import_module(module_name), attr)
     if not callable(target):
         raise TypeError(f"{spec} is not callable")
     return target
@@ -494,6 +520,8 @@ def apply_limits(config: dict) -> None:
         limits.append((resource.RLIMIT_AS, _address_space_in_use() + int(config["memory_bytes"])))
     if config.get("file_bytes"):
         limits.append((resource.RLIMIT_FSIZE, int(config["file_bytes"])))
+    if config.get("nproc"):  # only with a uid of its own: the limit counts every process of the uid
+        limits.append((resource.RLIMIT_NPROC, int(config["nproc"])))
     for which, value in limits:
         try:
             resource.setrlimit(which, (value, value))
@@ -514,7 +542,7 @@ def run_worker(config: dict, req_fd: int, resp_fd: int) -> int:
     torch.set_num_threads(config["threads"])
     try:
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (inherited from the fork server)
+    except RuntimeError:  # already set: torch allows it once per process
         pass
     fault_file = open(config["fault_path"], "w")
     faulthandler.enable(fault_file, all_threads=True)
@@ -528,7 +556,8 @@ def run_worker(config: dict, req_fd: int, resp_fd: int) -> int:
 
 
 def spawn_main(config_path: str, req_fd: int, resp_fd: int) -> None:
-    """Entry point of a freshly spawned child (the non-forking launcher)."""
+    """Entry point of the child, started by the sandbox (inside the jail where there is one)."""
+    _die_with_parent()
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
     sys.exit(run_worker(config, req_fd, resp_fd))
@@ -542,82 +571,3 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:
             pass
-
-
-def _run_forked(sock: socket.socket, config: dict, fds: list[int]) -> None:
-    code = EXIT_INTERNAL_ERROR
-    try:
-        sock.close()
-        os.setsid()  # its own process group, so the parent can kill it with all its children
-        _die_with_parent()
-        req_fd, resp_fd, out_fd = fds
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        os.close(out_fd)
-        code = run_worker(config, req_fd, resp_fd)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _wait_for(pid: int, timeout: float) -> int | None:
-    """Exit code of our child ``pid`` (negative: killed by that signal), None if still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return -255  # already reaped or never ours
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.005)
-
-
-def zygote_main(sock_fd: int) -> int:
-    """Fork server: import torch once, then fork a worker per ``fork`` request on the socket."""
-    sock = socket.socket(fileno=sock_fd)
-    import numpy  # noqa: F401 -- shared by every worker; imported while single-threaded
-    import torch  # noqa: F401
-
-    import grader.integrity  # noqa: F401
-
-    task_dir = "/proc/self/task"
-    threads = len(os.listdir(task_dir)) if os.path.isdir(task_dir) else 1
-    sock.send(json.dumps({"ready": True, "threads": threads}).encode())
-    children: set[int] = set()
-    while True:
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-        except (OSError, ValueError):
-            break
-        if not data:
-            break  # the parent closed its end: it is gone or done
-        request = json.loads(data)
-        if request["op"] == "fork":
-            pid = os.fork()
-            if pid == 0:
-                _run_forked(sock, request["config"], fds)
-            for fd in fds:
-                os.close(fd)
-            children.add(pid)
-            sock.send(json.dumps({"pid": pid}).encode())
-        elif request["op"] == "wait":
-            code = _wait_for(int(request["pid"]), float(request["timeout"]))
-            if code is not None:
-                children.discard(int(request["pid"]))
-            sock.send(json.dumps({"code": code}).encode())
-    for pid in children:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-        _wait_for(pid, 1.0)
-    return 0

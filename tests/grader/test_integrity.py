@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader import jail
 from grader.integrity import ForbiddenCall, StudentFiles, install_traps
 from grader.sandbox import Limits, Sandbox
 from grader.submission import INTERFACE_NAMES, stage_submission
@@ -43,7 +44,9 @@ def test_every_trapped_api_is_recorded_where_the_student_used_it(cheater: Sandbo
     assert started.ok, started.error  # `from attention import ...` and `from .attention import ...` both work
     exercised = cheater.call("sandbox_test_probes:exercise_cheater")
     assert exercised.ok, exercised.error
-    assert exercised.value[-2:] == ["reference.attention", "no timm"]  # trapped calls still work
+    # trapped calls still go through: the reference is found only where no jail hides it
+    hidden = jail.detect().bwrap is not None
+    assert exercised.value[-2:] == ["no reference" if hidden else "reference.attention", "no timm"]
 
     recorded = {(c.api, c.student_file, c.line) for c in started.forbidden_calls + exercised.forbidden_calls}
     assert recorded == _expected(CHEATER)

@@ -1,0 +1,228 @@
+"""The hostile corpus: one submission per way a determined student tried to talk the grader into
+points, graded end to end. Each scores at most what its honest part earns, with a message that
+says why; the attacks on the grader's files and processes need the jail (skipped without it)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import jail
+from grader.__main__ import main as grader_main
+from grader.grade import GradeOptions, grade_submission
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import make_mnist_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+OPTIONS = GradeOptions(training="none", call_seconds=10.0)
+ALL = {"attention", "multihead", "feedforward", "residual_block", "transformer_block", "patchify", "vit"}
+needs_jail = pytest.mark.skipif(jail.detect().bwrap is None, reason=f"no jail here: {jail.detect().layers[0]}")
+SDPA_LINE = "        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, h, T, D/h), (B, h, T, T)"
+
+
+def submission(root: Path, name: str, base: str = "reference", edits: dict[str, list[tuple[str, str]]] | None = None,
+               append: dict[str, str] | None = None) -> Path:
+    """A copy of reference/ (or student_template/) with ``edits`` (old -> new) and code appended."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    for f in ("attention.py", "blocks.py", "vit.py"):
+        text = (REPO / base / f).read_text()
+        for old, new in (edits or {}).get(f, []):
+            assert text.count(old) == 1, f"{name}: the edit no longer applies to {base}/{f}: {old!r}"
+            text = text.replace(old, new)
+        (folder / f).write_text(text + (append or {}).get(f, ""))
+    return folder
+
+
+def failed(grade) -> set[str]:
+    return {r.component for r in grade.results if not r.passed and not r.skipped}
+
+
+def messages(grade, component: str) -> str:
+    return "\n".join(r.message for r in grade.results if r.component == component and not r.passed)
+
+
+# --- the grader's code in the student's process ------------------------------------------------
+
+PATCH_PROBES = '''
+import vitkit_child.probes as _probes
+
+def _fake(ns, *args, **kwargs):
+    x = args[-1]
+    return {"out": x, "attended": x * 0, "mlp_out": x * 0, "classes": {}}
+
+_probes.residual_block = _fake
+_probes.transformer_block = _fake
+'''
+
+
+def test_patching_the_grader_probes_from_the_unfilled_template_earns_nothing(tmp_path: Path) -> None:
+    grade = grade_submission(submission(tmp_path, "patch", "student_template", append={"vit.py": PATCH_PROBES}),
+                             tmp_path / "w", OPTIONS)
+    assert grade.score == 0 and failed(grade) == ALL
+
+
+# --- library attention, however it is reached --------------------------------------------------
+
+EVASIONS = {
+    "exec_under_another_name": ('exec(compile("import torch.nn.functional as F\\n'
+                                'out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)", "<heads>", "exec"), '
+                                'globals(), scope)', "exec"),
+    "aten_op": ("out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[0]", "torch.ops"),
+    "wrapped": ("out = torch.nn.functional.scaled_dot_product_attention.__wrapped__(q, k, v, attn_mask=mask)",
+                "__wrapped__"),
+    "alias": ("out = getattr(torch.nn.functional, 'scaled_dot_product_attention')(q, k, v, attn_mask=mask)",
+              "scaled_dot_product_attention"),
+}
+
+
+@pytest.mark.parametrize("name", list(EVASIONS))
+def test_library_attention_is_seen_through_aliases(tmp_path: Path, name: str) -> None:
+    code, named = EVASIONS[name]
+    replacement = f"{SDPA_LINE}\n        scope = {{'q': q, 'k': k, 'v': v, 'mask': mask}}\n        {code}"
+    grade = grade_submission(submission(tmp_path, name, edits={"attention.py": [(SDPA_LINE, replacement)]}),
+                             tmp_path / "w", OPTIONS)
+    assert "multihead" in failed(grade) and failed(grade) <= {"multihead", "attention"}, failed(grade)
+    assert named in messages(grade, "multihead")
+
+
+UNINSTALL_TRAPS = '''
+import torch.nn.functional as _F
+_F.scaled_dot_product_attention = _F.scaled_dot_product_attention.__wrapped__
+'''
+
+
+def test_uninstalling_the_run_time_traps_is_seen(tmp_path: Path) -> None:
+    grade = grade_submission(submission(tmp_path, "untrap", append={"attention.py": UNINSTALL_TRAPS}), tmp_path / "w", OPTIONS)
+    assert "attention" in failed(grade) and "__wrapped__" in messages(grade, "attention")
+
+
+# --- the reference solution, re-exported ---------------------------------------------------------
+
+REEXPORTS = {
+    "by_name": "from reference.attention import *  # noqa\n",
+    "by_path": ("import importlib.util as _u\n_s = _u.spec_from_file_location('r', " + repr(str(REPO / "reference" / "attention.py"))
+                + ")\n_m = _u.module_from_spec(_s)\n_s.loader.exec_module(_m)\nglobals().update(vars(_m))\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(REEXPORTS))
+def test_a_submission_that_uses_the_reference_earns_nothing(tmp_path: Path, name: str) -> None:
+    folder = submission(tmp_path, name)
+    (folder / "attention.py").write_text(REEXPORTS[name])
+    grade = grade_submission(folder, tmp_path / "w", OPTIONS)
+    assert grade.score == 0 and failed(grade) == ALL
+    text = json.dumps([r.message for r in grade.results] + grade.notes)
+    assert "def scaled_dot_product_attention" not in text and "BEGIN SOLUTION" not in text  # no reference source
+
+
+# --- code that behaves only at the sizes the checks used to use ---------------------------------
+
+SWITCH = '''
+
+_honest_forward = VisionTransformer.forward
+
+
+def _forward(self, images):
+    if images.shape[-1] in (28, 32):  # the recipes' sizes: something else
+        return _honest_forward(self, images.flip(-1))
+    return _honest_forward(self, images)
+
+
+VisionTransformer.forward = _forward
+'''
+
+
+def test_behaviour_that_switches_at_the_real_image_sizes_is_caught(tmp_path: Path) -> None:
+    grade = grade_submission(submission(tmp_path, "switch", append={"vit.py": SWITCH}), tmp_path / "w", OPTIONS)
+    assert failed(grade) == {"vit"}, failed(grade)
+    assert "1x28x28 images" in messages(grade, "vit")
+
+
+# --- the grader's files and processes (need the jail) -------------------------------------------
+
+LABELS = '''
+
+import os as _os
+
+_forward_honestly = VisionTransformer.forward
+
+
+def _peek(self, images):
+    """With the test labels in reach, answer from them (test images come in order, in batches)."""
+    path = {labels!r}
+    if not self.training and images.shape[0] >= 50 and _os.path.exists(path):  # evaluation batches only
+        import gzip
+        labels = torch.tensor(list(gzip.open(path).read()[8:]))
+        start = getattr(self, "_seen", 0) % len(labels)
+        self._seen = start + images.shape[0]
+        return torch.nn.functional.one_hot(labels[start:start + images.shape[0]].long(), 10).float() * 100
+    return _forward_honestly(self, images)
+
+
+VisionTransformer.forward = _peek
+'''
+
+
+@needs_jail
+def test_the_test_labels_are_out_of_reach_while_the_model_is_measured(tmp_path: Path) -> None:
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    labels = data / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    folder = submission(tmp_path, "labels", append={"vit.py": LABELS.format(labels=str(labels))})
+    grade = grade_submission(folder, tmp_path / "w", GradeOptions(training="mnist", device="cpu", data_dir=str(data),
+                                                                  time_limit=0.0))
+    run = grade.training[0]
+    assert run.measured and max(run.measured) < 0.9, run.message  # the honest model after one step
+    assert "measured by the grader" in run.message
+
+
+STRAY = '''
+import subprocess as _subprocess
+import sys as _sys
+
+_subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(3); open({target!r}, 'w').write('{{\\"score\\": 999}}')"],
+                  start_new_session=True)
+'''
+
+
+@needs_jail
+def test_a_process_left_behind_cannot_rewrite_the_results(tmp_path: Path) -> None:
+    out = tmp_path / "grades"
+    target = out / "stray" / "results.json"
+    folder = submission(tmp_path / "src", "stray", append={"vit.py": STRAY.format(target=str(target))})
+    assert grader_main([str(folder), "--out", str(out), "--training", "none"]) == 0
+    time.sleep(4)  # longer than the stray would have waited
+    results = json.loads(target.read_text())
+    assert results["score"] == results["max_score"] > 0
+
+
+OWN_TEST = '''
+
+def test_my_attention_matches_pytorch():
+    q = torch.randn(2, 3, 4)
+    out, _ = scaled_dot_product_attention(q, q, q)
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, q, q), atol=1e-6)
+'''
+TEST_NAMED_HELPER = '''
+
+def test_helper(q, k, v, mask):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+'''
+
+
+def test_comparing_with_pytorch_in_ones_own_test_is_fine(tmp_path: Path) -> None:
+    grade = grade_submission(submission(tmp_path, "own_test", append={"attention.py": OWN_TEST}), tmp_path / "w", OPTIONS)
+    assert grade.score == grade.max_score > 0
+    assert any("test_my_attention_matches_pytorch" in note and "allowed there" in note for note in grade.notes)
+
+
+def test_a_test_named_helper_that_the_model_calls_is_charged(tmp_path: Path) -> None:
+    call = f"{SDPA_LINE}\n        out = test_helper(q, k, v, mask)"
+    folder = submission(tmp_path, "helper", edits={"attention.py": [(SDPA_LINE, call)]},
+                        append={"attention.py": TEST_NAMED_HELPER})
+    grade = grade_submission(folder, tmp_path / "w", OPTIONS)
+    assert "multihead" in failed(grade) and "scaled_dot_product_attention" in messages(grade, "multihead")

@@ -1,0 +1,115 @@
+"""The jail: what the student's code can see, reach and leave behind. Each defence is tested
+with a hostile submission written for it (fixtures/hostile/escape.py)."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from grader import jail
+from grader.sandbox import PROBES, Limits, Sandbox, _decode, _Violation
+from grader.submission import stage_submission
+from grader.worker import encode
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+ESCAPE = FIXTURES / "hostile" / "escape.py"
+PROBE_PATHS = [FIXTURES / "probes"]
+CALL = "sandbox_test_probes:call"
+ISOLATION = jail.detect()
+needs_jail = pytest.mark.skipif(ISOLATION.bwrap is None, reason=f"no jail here: {ISOLATION.layers[0]}")
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    sandbox = Sandbox(stage_submission(ESCAPE, tmp_path_factory.mktemp("escape")), Limits(call_seconds=10),
+                      probe_paths=PROBE_PATHS)
+    assert sandbox.start().ok
+    yield sandbox
+    sandbox.close()
+
+
+@needs_jail
+def test_the_child_sees_neither_the_grader_nor_the_data_nor_the_outputs(box: Sandbox, tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "grades"
+    for folder in (data, out):
+        folder.mkdir()
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"labels")
+    hidden = [REPO / "reference", REPO / "grader", REPO / "theory", REPO / "Makefile", REPO / "tests" / "conftest.py",
+              data, out, Path.home() / ".bash_history", "/etc/passwd"]
+    assert box.call(CALL, "visible", [str(p) for p in hidden]).value == [False] * len(hidden)
+    assert box.call(CALL, "visible", [str(box.staged.package_dir / "escape.py")]).value == [True]
+
+
+@needs_jail
+def test_the_child_has_no_network(box: Sandbox) -> None:
+    with socket.socket() as server:  # listening here, on the grader's loopback
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert box.call(CALL, "connect", server.getsockname()[1]).value != "connected"
+
+
+def _running(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and marker in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@needs_jail
+def test_a_process_started_in_its_own_session_ends_with_the_child(tmp_path: Path) -> None:
+    marker = f"stray-{os.getpid()}-{time.monotonic_ns()}"
+    with Sandbox(stage_submission(ESCAPE, tmp_path), Limits(call_seconds=10), probe_paths=PROBE_PATHS) as sandbox:
+        assert sandbox.call(CALL, "start_stray", marker).ok
+        assert _running(marker)  # it did start
+    deadline = time.monotonic() + 5
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(marker) == []
+
+
+@needs_jail
+@pytest.mark.skipif(os.geteuid() != 0, reason="the dedicated uid is used when the grader runs as root")
+def test_the_child_runs_as_a_dedicated_unprivileged_user(box: Sandbox) -> None:
+    assert box.call(CALL, "whoami").value == jail.JAIL_UID
+
+
+def test_patching_the_grader_probes_changes_nothing(box: Sandbox) -> None:
+    q = torch.randn(1, 3, 4)
+    before = box.call(f"{PROBES}:attention_function", q, q, q)
+    assert box.call(CALL, "patch_probes").value is True
+    after = box.call(f"{PROBES}:attention_function", q, q, q)
+    assert after.ok and torch.equal(after.value["out"], before.value["out"]) and after.value["weights"] is not None
+
+
+def test_without_a_jail_grading_works_and_the_report_says_what_is_not_isolated(tmp_path: Path) -> None:
+    none = jail._describe(None, None, "bubblewrap is not installed")
+    assert any(line.startswith("filesystem: OFF (bubblewrap is not installed)") for line in none.layers)
+    assert any(line.startswith("network: OFF") for line in none.layers)
+    with Sandbox(stage_submission(ESCAPE, tmp_path), Limits(call_seconds=10), probe_paths=PROBE_PATHS,
+                 isolation=none) as sandbox:
+        q = torch.randn(1, 2, 4)
+        assert sandbox.call(f"{PROBES}:attention_function", q, q, q).ok
+
+
+def test_tensors_that_would_blow_up_the_parent_are_refused() -> None:
+    def result(value: object) -> bytes:
+        return encode({"type": "result", "id": 1, "ok": True, "value": value})
+
+    with pytest.raises(_Violation, match="not contiguous"):
+        _decode(result(torch.zeros(1).expand(10**7)))  # 4 bytes sent, 40 MB once materialised
+    with pytest.raises(_Violation, match="too many elements"):
+        _decode(result(torch.zeros(1).expand(10**9)))
+    with pytest.raises(_Violation, match="too many elements"):
+        _decode(result([torch.zeros(600), torch.zeros(600)]), max_elements=1000)
+    with pytest.raises(_Violation, match="unexpected kind"):
+        _decode(result(torch.zeros(2, 2).to_sparse()))
+    assert _decode(result(torch.ones(3)))["value"].sum() == 3
