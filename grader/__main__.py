@@ -6,19 +6,25 @@
 A SUBMISSION is a folder laid out like student_template/, one .py file, a .ipynb notebook, or a
 .zip of one of those. Without one, ``python -m grader`` grades reference/ (a self-check) and
 ``--check`` checks student_template/. Reports go to OUT/<name>/ (default grades/<name>/):
-results.json (Gradescope's format) and report.html. The exit status is 0 whenever grading ran,
-whatever the score; 2 when a submission or the rubric could not be read.
+results.json (Gradescope's format) and report.html. A submission that cannot be read or graded
+still gets a results.json (0 points, and why) and the batch goes on; when the grader itself failed,
+OUT/<name>/grader-error.txt holds the traceback. The exit status is 0 whenever grading ran,
+whatever the score; 2 when a submission could not be read or graded, or the rubric could not be
+read (then nothing is graded).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
+from grader.checks import CHECKS
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
-from grader.report import summary, write_reports
-from grader.rubric import RubricError
+from grader.report import summary, write_failure, write_reports
+from grader.rubric import RubricError, load_rubric, training_check_names
 from grader.submission import SubmissionError
 from reference.training import device_argument, resolve_device
 
@@ -27,6 +33,48 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _name(path: Path) -> str:
     return path.resolve().name.removesuffix(".zip").removesuffix(".ipynb").removesuffix(".py") or "submission"
+
+
+def rubric_total(points: dict[str, float], training: str) -> float:
+    """The points a submission can get with ``--training``: the max_score of one that could not
+    be graded (Gradescope needs a max_score > 0 to record the 0)."""
+    recipes = TRAINING_CHOICES[training]
+    names = [*CHECKS, *(n for n in training_check_names() if n.split(":")[0].removeprefix("training_") in recipes)]
+    return sum(points.get(n, 0.0) for n in names)
+
+
+def _write_failure(path: Path, out_dir: Path, name: str, max_score: float, output: str, details: str | None = None) -> None:
+    """Leave a results.json that says why ``path`` got no grade; a folder we cannot write is said, not raised."""
+    try:
+        write_failure(out_dir, name, max_score, output, details)
+    except OSError as e:
+        print(f"error: {path}: cannot write the reports to {out_dir}: {e}", file=sys.stderr)
+
+
+def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float) -> bool:
+    """Grade ``path`` into ``out_dir``; False when it could not be read or graded. Never raises
+    (but for KeyboardInterrupt): one submission never stops a batch."""
+    print(f"grading {path} ...", file=sys.stderr, flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="grader-") as work:
+            grade = grade_submission(path, Path(work), options)
+        table = summary(grade, name)
+        write_reports(grade, out_dir, name)
+    except SubmissionError as e:  # the message says what is wrong and what to do
+        print(f"error: {path}: {e}", file=sys.stderr)
+        _write_failure(path, out_dir, name, max_score, str(e))
+        return False
+    except Exception as e:  # a bug of the grader, or something the student did that it did not foresee
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        print(f"error: {path}: the grader failed: {reason} (traceback in {out_dir / 'grader-error.txt'})",
+              file=sys.stderr)
+        _write_failure(path, out_dir, name, max_score,
+                       f"the grader failed on this submission: {reason}; the instructor has the details",
+                       traceback.format_exc())
+        return False
+    print(table)
+    print(f"  reports: {out_dir / 'results.json'}, {out_dir / 'report.html'}")
+    return True
 
 
 def check(path: Path, options: GradeOptions) -> int:
@@ -44,6 +92,17 @@ def check(path: Path, options: GradeOptions) -> int:
     return 0
 
 
+def deployment_seed() -> int:
+    """``$VITKIT_GRADER_SEED`` (an integer), else 0; a clear exit for anything else."""
+    text = os.environ.get("VITKIT_GRADER_SEED", "").strip()
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise SystemExit(f"error: VITKIT_GRADER_SEED={text!r} is not an integer") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,14 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="reports go to OUT/<name>/ (default grades/<name>/)")
     parser.add_argument("--training", choices=list(TRAINING_CHOICES), default="mnist")
     parser.add_argument("--device", default="auto", type=device_argument, help="auto, cpu or cuda (training)")
-    parser.add_argument("--seed", type=int, default=0, help="draws the hidden inputs; recorded in the report")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="draws the hidden inputs; recorded in the report (default: $VITKIT_GRADER_SEED, else 0, "
+                             "so a deployment can keep its seed out of anything students receive)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--rubric", default=None, help="points per check (default: grader/rubric.json)")
     parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
     parser.add_argument("--check", action="store_true", help="only the visible checks, for students")
     args = parser.parse_args(argv)
-    options = GradeOptions(training=args.training, device=args.device, seed=args.seed, data_dir=args.data_dir,
+    seed = args.seed if args.seed is not None else deployment_seed()
+    options = GradeOptions(training=args.training, device=args.device, seed=seed, data_dir=args.data_dir,
                            rubric=args.rubric, time_limit=args.time_limit, verbose=not args.check)
+    try:  # the instructor's mistake: stop before grading anything
+        points = load_rubric(args.rubric)
+    except RubricError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     if not args.check and args.training == "all" and resolve_device(args.device).type == "cpu":
         print("note: training CIFAR-10 on the CPU: within the time limit a correct ViT reaches only the lower "
               "thresholds (see README); grade CIFAR-10 on a GPU", file=sys.stderr)
@@ -66,20 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     submissions = args.submissions or [default]
     status = 0
     for path in submissions:
-        try:
-            if args.check:
+        if args.check:
+            try:
                 check(path, options)
-                continue
-            name = _name(path)
-            out_dir = (args.out or REPO / "grades") / name
-            print(f"grading {path} ...", file=sys.stderr, flush=True)
-            with tempfile.TemporaryDirectory(prefix="grader-") as work:
-                grade = grade_submission(path, Path(work), options)
-            write_reports(grade, out_dir, name)
-            print(summary(grade, name))
-            print(f"  reports: {out_dir / 'results.json'}, {out_dir / 'report.html'}")
-        except (SubmissionError, RubricError) as e:
-            print(f"error: {path}: {e}", file=sys.stderr)
+            except SubmissionError as e:
+                print(f"error: {path}: {e}", file=sys.stderr)
+                status = 2
+            except Exception as e:  # no output folder here: the traceback is for the instructor
+                print(f"error: {path}: the grader failed: {type(e).__name__}: {e}; send the instructor this:\n"
+                      f"{traceback.format_exc()}", file=sys.stderr)
+                status = 2
+            continue
+        name = _name(path)
+        out_dir = (args.out or REPO / "grades") / name
+        if not grade_one(path, out_dir, name, options, rubric_total(points, args.training)):
             status = 2
     return status
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import re
+import secrets
+import shutil
+import stat
 from pathlib import Path
 
 import jinja2
@@ -22,6 +27,8 @@ img { max-width: 100%; }
 </style></head><body>
 <h1>{{ name }}: {{ "%.2f"|format(grade.score) }} / {{ "%.2f"|format(grade.max_score) }}</h1>
 <p>Kind: {{ grade.kind }} · seed {{ grade.seed }} · graded in {{ "%.1f"|format(grade.seconds) }} s</p>
+{% if grade.isolation %}<h2>Isolation</h2><p>How the student's code was isolated from this machine:</p>
+<ul>{% for line in grade.isolation %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 <h2>Per component</h2>
 <table><tr><th>component</th><th>score</th><th>checks passed</th></tr>
 {% for c in components %}<tr><td>{{ c.name }}</td><td>{{ "%.2f"|format(c.score) }} / {{ "%.2f"|format(c.max) }}</td><td>{{ c.passed }} / {{ c.total }}{% if c.skipped %} ({{ c.skipped }} skipped){% endif %}</td></tr>
@@ -42,6 +49,16 @@ img { max-width: 100%; }
 </body></html>
 """, autoescape=True)
 
+# A submission that could not be graded: results.json says why, this page the same.
+FAILURE_HTML = jinja2.Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Grade: {{ name }}</title></head>
+<body style="font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em;">
+<h1>{{ name }}: 0.00 / {{ "%.2f"|format(max_score) }}</h1>
+<p>Not graded:</p><pre style="white-space: pre-wrap;">{{ output }}</pre>
+</body></html>
+""", autoescape=True)
+ISOLATION_HEADING = "Isolation of the student's code:"
+
 
 def _status(result) -> tuple[str, str]:
     if result.skipped:
@@ -60,8 +77,17 @@ def gradescope_results(grade: Grade) -> dict:
             "output": r.message or ("skipped" if r.skipped else "passed"),
             "visibility": "visible",
         })
+    isolation = [ISOLATION_HEADING, *(f"  {line}" for line in grade.isolation), ""] if grade.isolation else []
     return {"score": grade.score, "max_score": grade.max_score, "execution_time": round(grade.seconds),
-            "output": "\n".join(grade.notes), "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+            "output": "\n".join(isolation + grade.notes), "visibility": "visible", "stdout_visibility": "hidden",
+            "tests": tests}
+
+
+def failure_results(max_score: float, output: str) -> dict:
+    """results.json for a submission that could not be graded: 0 out of what the rubric offers,
+    so that Gradescope records a grade and the student reads why."""
+    return {"score": 0.0, "max_score": max_score, "execution_time": 0, "output": output, "visibility": "visible",
+            "stdout_visibility": "hidden", "tests": []}
 
 
 def component_table(grade: Grade) -> list[dict]:
@@ -92,7 +118,7 @@ def _training_figures(grade: Grade) -> list[dict]:
         item = {"recipe": run.recipe, "message": run.message, "curves": None, "attention": None}
         if run.history:
             fields = {k: v for k, v in run.history.items() if k in History.__dataclass_fields__}
-            item["curves"] = _png(plot_history(History(**fields), f"{run.recipe}: your ViT, reference training"))
+            item["curves"] = _png(plot_history(History(**fields), f"{run.recipe}: the training run's own account (accuracy: as the grader measured it)"))
         if run.attention is not None and run.image is not None:
             item["attention"] = _png(draw_attention(run.attention, run.image, f"{run.recipe}: attention of your first block"))
         out.append(item)
@@ -123,10 +149,75 @@ def summary(grade: Grade, name: str) -> str:
         lines.append(f"     x {r.name}: {r.message.splitlines()[0] if r.message else ''}"[:160])
     if len(failed) > 12:
         lines.append(f"     ... and {len(failed) - 12} more failed checks (see the report)")
+    off = [line for line in grade.isolation if re.search(r"\boff\b", line, re.IGNORECASE)]
+    if off:
+        lines.append(f"  isolation: {'; '.join(off)}")
     return "\n".join(lines)
 
 
+# The student's code ran before the reports are written and, without OS isolation, may have
+# planted links, folders or files in the output folder: nothing here follows or trusts them.
+
+def _remove(path: Path) -> None:
+    """Remove whatever is at ``path``: a link itself, never what it points to."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)  # does not follow the links inside
+    else:
+        path.unlink()
+
+
+def _is_real_dir(path: Path) -> bool:
+    """A directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _real_dir(path: Path) -> None:
+    """Make ``path`` a real directory: a link or a file there is removed, never followed."""
+    if _is_real_dir(path):
+        return
+    _remove(path)
+    path.mkdir(parents=True)  # no exist_ok: whatever appeared here meanwhile is an error, not used
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a new file: a fresh name that nobody could have planted,
+    renamed onto ``path`` (a rename replaces a link there, never its target)."""
+    if _is_real_dir(path):
+        shutil.rmtree(path)  # os.replace cannot replace a directory
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def write_reports(grade: Grade, out_dir: Path, name: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(gradescope_results(grade), indent=2) + "\n")
-    (out_dir / "report.html").write_text(render_html(grade, name))
+    """OUT/<name>/results.json and report.html; a grader-error.txt of an earlier run is removed."""
+    results, html = json.dumps(gradescope_results(grade), indent=2) + "\n", render_html(grade, name)
+    _real_dir(out_dir)
+    _remove(out_dir / "grader-error.txt")
+    _write_new(out_dir / "results.json", results)
+    _write_new(out_dir / "report.html", html)
+
+
+def write_failure(out_dir: Path, name: str, max_score: float, output: str, details: str | None = None) -> None:
+    """Reports for a submission that could not be graded; ``details`` (a traceback, for the
+    instructor) goes to grader-error.txt."""
+    _real_dir(out_dir)
+    _write_new(out_dir / "results.json", json.dumps(failure_results(max_score, output), indent=2) + "\n")
+    _write_new(out_dir / "report.html", FAILURE_HTML.render(name=name, max_score=max_score, output=output))
+    if details is None:
+        _remove(out_dir / "grader-error.txt")
+    else:
+        _write_new(out_dir / "grader-error.txt", details)

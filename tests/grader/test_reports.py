@@ -1,0 +1,148 @@
+"""Reports are written safely and one submission never stops a batch: links, folders and files the
+student's code may have planted in the output folder are replaced, never followed, and a submission
+that cannot be read or graded still gets a results.json that says why."""
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+import grader.__main__ as cli
+from grader.grade import GradeOptions, grade_submission
+from grader.report import summary, write_reports
+
+REPO = Path(__file__).resolve().parents[2]
+NONE = ["--training", "none"]
+
+
+def is_regular(path: Path) -> bool:
+    return stat.S_ISREG(path.lstat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def reference_grade(tmp_path_factory):
+    return grade_submission(REPO / "reference", tmp_path_factory.mktemp("work"), GradeOptions(training="none"))
+
+
+def test_links_planted_at_the_reports_are_replaced_not_followed(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = {"results.json": outside / "victim.json", "report.html": outside / "victim.html"}
+    planted = tmp_path / "out" / "reference"
+    planted.mkdir(parents=True)
+    for name, victim in victims.items():
+        victim.write_bytes(b"precious \x00 bytes\n")
+        (planted / name).symlink_to(victim)
+    assert cli.main([str(REPO / "reference"), "--out", str(tmp_path / "out"), *NONE]) == 0
+    for name, victim in victims.items():
+        assert victim.read_bytes() == b"precious \x00 bytes\n"
+        assert is_regular(planted / name)
+    results = json.loads((planted / "results.json").read_text())
+    assert results["score"] == results["max_score"] > 0
+    assert sorted(p.name for p in planted.iterdir()) == ["report.html", "results.json"]  # no temporary left
+
+
+def test_a_folder_planted_at_results_json_is_replaced(tmp_path, capsys):
+    planted = tmp_path / "reference" / "results.json"
+    planted.mkdir(parents=True)
+    (planted / "inside.txt").write_text("planted")
+    assert cli.main([str(REPO / "reference"), "--out", str(tmp_path), *NONE]) == 0
+    assert is_regular(planted)
+    results = json.loads(planted.read_text())
+    assert results["score"] == results["max_score"] > 0
+
+
+def test_an_output_folder_planted_as_a_link_is_replaced(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "reference").symlink_to(elsewhere, target_is_directory=True)
+    assert cli.main([str(REPO / "reference"), "--out", str(tmp_path / "out"), *NONE]) == 0
+    assert list(elsewhere.iterdir()) == []
+    out = tmp_path / "out" / "reference"
+    assert stat.S_ISDIR(out.lstat().st_mode) and is_regular(out / "results.json")
+
+
+def test_one_submission_never_stops_the_batch(tmp_path, capsys, monkeypatch):
+    bad_zip = tmp_path / "in" / "notazip.zip"
+    bad_zip.parent.mkdir()
+    bad_zip.write_bytes(b"this is not a zip archive")
+    crashing = tmp_path / "in" / "crashing"
+    crashing.mkdir()
+    for f in ("attention.py", "blocks.py", "vit.py"):
+        (crashing / f).write_text((REPO / "reference" / f).read_text())
+    real = cli.grade_submission
+
+    def grade_or_boom(path, workdir, options):
+        if Path(path) == crashing:
+            raise RuntimeError("boom")
+        return real(path, workdir, options)
+
+    monkeypatch.setattr(cli, "grade_submission", grade_or_boom)
+    out = tmp_path / "out"
+    assert cli.main([str(bad_zip), str(crashing), str(REPO / "reference"), "--out", str(out), *NONE]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    reference = json.loads((out / "reference" / "results.json").read_text())
+    assert reference["score"] == reference["max_score"] > 0
+    unreadable = json.loads((out / "notazip" / "results.json").read_text())
+    failed = json.loads((out / "crashing" / "results.json").read_text())
+    for results in (unreadable, failed):
+        assert results["score"] == 0 and results["max_score"] == reference["max_score"]
+    assert "not a readable zip archive" in unreadable["output"] and "re-create the zip" in unreadable["output"]
+    assert failed["output"] == ("the grader failed on this submission: RuntimeError: boom; "
+                                "the instructor has the details")
+    details_path = out / "crashing" / "grader-error.txt"
+    assert [line for line in err.splitlines() if "crashing" in line and "error" in line] == \
+           [f"error: {crashing}: the grader failed: RuntimeError: boom (traceback in {details_path})"]
+    details = details_path.read_text()
+    assert details.startswith("Traceback") and 'RuntimeError("boom")' in details
+    assert not (out / "notazip" / "grader-error.txt").exists() and not (out / "reference" / "grader-error.txt").exists()
+    assert "0.00 /" in (out / "crashing" / "report.html").read_text()
+
+
+def test_max_score_of_a_failure_follows_the_training(tmp_path, capsys):
+    bad_zip = tmp_path / "bad.zip"
+    bad_zip.write_bytes(b"not a zip")
+    totals = {}
+    for training in ("none", "mnist", "all"):
+        assert cli.main([str(bad_zip), "--out", str(tmp_path / training), "--training", training]) == 2
+        totals[training] = json.loads((tmp_path / training / "bad" / "results.json").read_text())["max_score"]
+    assert 0 < totals["none"] < totals["mnist"] < totals["all"]
+
+
+def test_a_bad_rubric_stops_everything_before_grading(tmp_path, capsys):
+    rubric = tmp_path / "rubric.json"
+    rubric.write_text("{ not json")
+    out = tmp_path / "out"
+    assert cli.main([str(REPO / "reference"), "--out", str(out), "--rubric", str(rubric), *NONE]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not valid JSON" in lines[0]
+    assert "grading" not in captured.err and not out.exists()
+
+
+def test_isolation_is_shown_in_every_report(reference_grade, tmp_path):
+    grade = reference_grade
+    grade.isolation = ["processes: on (own process group)", "network: off (unshare not permitted)"]
+    write_reports(grade, tmp_path, "reference")
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Isolation</h2>" in html and "network: off (unshare not permitted)" in html
+    output = json.loads((tmp_path / "results.json").read_text())["output"].splitlines()
+    assert output[:3] == ["Isolation of the student's code:", "  processes: on (own process group)",
+                          "  network: off (unshare not permitted)"]
+    assert summary(grade, "reference").splitlines()[-1] == "  isolation: network: off (unshare not permitted)"
+    grade.isolation = ["processes: on (own process group)"]
+    assert "isolation" not in summary(grade, "reference")
+    grade.isolation = []
+    write_reports(grade, tmp_path, "reference")
+    assert "Isolation" not in (tmp_path / "report.html").read_text()
+    assert "Isolation" not in json.loads((tmp_path / "results.json").read_text())["output"]
+
+
+def test_a_rerun_that_succeeds_removes_the_old_grader_error(reference_grade, tmp_path):
+    (tmp_path / "grader-error.txt").write_text("Traceback of an earlier run")
+    write_reports(reference_grade, tmp_path, "reference")
+    assert not (tmp_path / "grader-error.txt").exists()
