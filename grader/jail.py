@@ -164,7 +164,8 @@ def _describe(bwrap: str | None, uid: int | None, why: str = "") -> Isolation:
         layers = (
             f"filesystem: OFF ({why}): the student's code can read everything the grader's user can, "
             "the data directory and the reference included",
-            "processes: partly: a process the student's code starts in its own session may outlive its check",
+            "processes: partly: what the student's code leaves running is killed when its check ends, unless it "
+            "cleared its environment",
             "network: OFF: the student's code can use the network",
             f"user: OFF: the student's code runs as {who}",
             "limits: memory per process (RLIMIT_AS), file size, wall clock per check",

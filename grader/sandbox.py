@@ -722,7 +722,9 @@ class Sandbox:
         config_path = work / "runner" / f"config-{self._generation}.json"
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o644)
-        env = {**_base_env(self.limits.threads, self.limits.gpu), **config["env"]}
+        env = {**_base_env(self.limits.threads, self.limits.gpu), **config["env"], _MARK: self._marker}
+        if self.isolation.bwrap is None:
+            _become_subreaper()  # no PID namespace: what the child leaves behind comes back to us
         argv = [sys.executable, "-s", "-u", "-X", "utf8", "-c", _BOOT, str(work / "runner"), str(config_path)]
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -758,6 +760,8 @@ class Sandbox:
         if child is not None:
             child.kill()
             child.close_pipes()
+            if self.isolation.bwrap is None:
+                _kill_orphans(self._marker)
 
     def _request(self, message: dict, timeout: float, on_update: Callable[[object], None] | None = None,
                  on_ask: Callable[[object], object] | None = None) -> tuple[_Reply, str]:
@@ -925,6 +929,36 @@ def _read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:
             return ""  # a fifo or device planted by the child
         handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
         return handle.read(limit).decode("utf-8", errors="replace")
+
+
+_MARK = "VITKIT_SANDBOX"  # in every child's environment: finds what it left behind without a jail
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants of our children (double forks, new sessions) become our children
+    rather than init's, so that ``_kill_orphans`` finds them (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+        except Exception:  # noqa: BLE001 - the layer is then simply absent
+            pass
+
+
+def _kill_orphans(marker: str) -> None:
+    """Kill and reap the processes that a sandbox child left behind: our children (by the
+    subreaper) whose environment carries the child's marker."""
+    wanted = f"{_MARK}={marker}".encode()
+    for pid in _children(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                if wanted not in handle.read().split(b"\0"):
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            continue
 
 
 def _children(pid: int) -> list[int]:

@@ -76,6 +76,16 @@ def test_a_process_started_in_its_own_session_ends_with_the_child(tmp_path: Path
     assert _running(marker) == []
 
 
+def test_without_a_jail_what_the_child_leaves_behind_is_killed_too(tmp_path: Path) -> None:
+    marker = f"stray-{os.getpid()}-{time.monotonic_ns()}"
+    none = jail._describe(None, None, "off for this test")
+    with Sandbox(stage_submission(ESCAPE, tmp_path), Limits(call_seconds=10), probe_paths=PROBE_PATHS,
+                 isolation=none) as sandbox:
+        assert sandbox.call(CALL, "start_stray", marker).ok
+        assert _running(marker)
+    assert _running(marker) == []
+
+
 @needs_jail
 @pytest.mark.skipif(os.geteuid() != 0, reason="the dedicated uid is used when the grader runs as root")
 def test_the_child_runs_as_a_dedicated_unprivileged_user(box: Sandbox) -> None:
