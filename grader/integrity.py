@@ -9,9 +9,11 @@ solution, torch calling itself) are not recorded, and calls made *inside* a reco
 ``nn.MultiheadAttention.forward`` calling ``F.multi_head_attention_forward``) are not recorded
 again.
 
-This is a tripwire for honest mistakes and casual shortcuts, not a security boundary: a
-determined student can reach the kernels another way (``torch.ops.aten``, ``torch._C``
-internals other than those trapped here) or undo the patches.
+Below the wrappers, ``observer`` (a ``TorchFunctionMode`` pushed for every request) sees the
+attention kernels however they are reached: ``torch.ops.aten``, the math kernel, the native
+multi-head attention and the fused encoder layer, through any alias. All of this lives in the
+student's process, so it is a second layer: the grader's static scan (``grader.scan``) reads the
+source, where undoing these traps would show.
 """
 from __future__ import annotations
 
@@ -49,6 +51,10 @@ CLASS_TRAPS: tuple[tuple[str, str, str], ...] = (
     ("torch.nn", "Transformer", ATTENTION),
     ("torch.nn", "Conv2d", CONVOLUTION),
 )
+# torch functions and aten ops that are library attention, as the observer sees them by name
+ATTENTION_OPS = frozenset({"scaled_dot_product_attention", "multi_head_attention_forward",
+                           "_native_multi_head_attention", "_transformer_encoder_layer_fwd"})
+ATTENTION_OP_PREFIXES = ("_scaled_dot_product", "_fused_sdp", "_flash_attention", "_efficient_attention")
 # top-level packages whose import by the student is recorded
 FORBIDDEN_IMPORTS: Mapping[str, str] = {"timm": LIBRARY, "reference": REFERENCE}
 
@@ -193,6 +199,25 @@ def install_traps(
     traps.patch(builtins, "__import__", _import_trap(traps, builtins.__import__))
     sys.meta_path.insert(0, _ImportTrap(traps))
     return traps
+
+
+def observer(traps: Traps) -> object:
+    """A torch function mode that records library attention reached by any route; push it
+    (``with observer(traps):``) around the student's code."""
+    from torch.overrides import TorchFunctionMode
+
+    class AttentionObserver(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            name = getattr(func, "__name__", "")
+            if (name in ATTENTION_OPS or name.startswith(ATTENTION_OP_PREFIXES)) and not getattr(traps._local, "depth", 0):
+                if traps.enter(f"torch op {name}", ATTENTION, sys._getframe(1)):
+                    try:
+                        return func(*args, **(kwargs or {}))
+                    finally:
+                        traps.leave()
+            return func(*args, **(kwargs or {}))
+
+    return AttentionObserver()
 
 
 def _function_trap(traps: Traps, original: Callable, api: str, category: str) -> Callable:

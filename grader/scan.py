@@ -59,6 +59,7 @@ DYNAMIC_PATHS: Mapping[str, str] = {
     **{f"builtins.{name}": name for name in ("exec", "eval", "compile", "__import__", "breakpoint")},
     **{path: path for path in (
         "torch.ops", "torch._C", "torch.library", "torch.utils.cpp_extension",
+        "torch.overrides", "torch.utils._python_dispatch",  # could pop the grader's observer mode
         "sys.modules", "sys.meta_path", "sys.path_hooks", "sys.path_importer_cache", "sys._getframe",
         "sys.settrace", "sys.setprofile", "sys.monitoring",
         "inspect.currentframe", "inspect.stack", "inspect.trace", "inspect.getouterframes",

@@ -325,11 +325,12 @@ class Worker:
     """Serves the parent's requests over ``req_fd``/``resp_fd``; see the module docstring."""
 
     def __init__(self, config: dict, req_fd: int, resp_fd: int) -> None:
-        from .integrity import StudentFiles
+        from .integrity import StudentFiles, observer
 
         self.config = config
         self.req_fd, self.resp_fd = req_fd, resp_fd
         self.student_file = StudentFiles(config["student_files"])
+        self._observer = observer  # bound now: the student's code may rebind module attributes later
         self.ns = SubmissionNamespace({}, {})
         self._lock = threading.Lock()
         self._encode = encode  # bound before student code runs, which may monkeypatch things
@@ -386,9 +387,11 @@ class Worker:
         try:
             _reset_state(int(request.get("seed", 0)), self.config["threads"])
             if request.get("op") == "import":
-                body = {"ok": True, "value": self._import(list(request.get("blocked", []))), "error": None}
+                with self._observer(self.traps):
+                    body = {"ok": True, "value": self._import(list(request.get("blocked", []))), "error": None}
             elif request.get("op") == "call":
-                body = self._call(request)
+                with self._observer(self.traps):
+                    body = self._call(request)
             else:
                 body = {"ok": False, "value": None, "error": protocol_record(f"unknown request {request.get('op')!r}")}
         except BaseException as exc:  # noqa: BLE001 -- the student's code can raise anything

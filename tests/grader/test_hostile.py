@@ -226,3 +226,22 @@ def test_a_test_named_helper_that_the_model_calls_is_charged(tmp_path: Path) -> 
                         append={"attention.py": TEST_NAMED_HELPER})
     grade = grade_submission(folder, tmp_path / "w", OPTIONS)
     assert "multihead" in failed(grade) and "scaled_dot_product_attention" in messages(grade, "multihead")
+
+
+UNNAMED = '''
+import operator as _operator
+
+_NAME = "".join(chr(c) for c in (111, 112, 115, 46, 97, 116, 101, 110, 46))  # spelled at run time
+
+
+def _kernel(q, k, v):
+    return _operator.attrgetter(_NAME + "scaled_dot_product_attention")(torch)(q, k, v)
+'''
+
+
+def test_a_kernel_reached_by_a_name_spelled_at_run_time_is_seen(tmp_path: Path) -> None:
+    """No name the static scan can read: the dispatcher-level observer in the child sees it."""
+    call = f"{SDPA_LINE}\n        out = _kernel(q, k, v)"
+    folder = submission(tmp_path, "unnamed", edits={"attention.py": [(SDPA_LINE, call)]}, append={"attention.py": UNNAMED})
+    grade = grade_submission(folder, tmp_path / "w", OPTIONS)
+    assert "multihead" in failed(grade) and "torch op scaled_dot_product_attention" in messages(grade, "multihead")

@@ -151,6 +151,7 @@ EVASIONS = {
     "from reference": ("from reference.vit import patchify\n", [("import reference", 1)]),
     "from grader": ("from grader import probes\n", [("import grader", 1)]),
     "the runner in the jail": ("import vitkit_child.probes as p\n", [("import vitkit_child", 1)]),
+    "popping the observer": ("import torch.overrides\ntorch.overrides._pop_mode()\n", [("torch.overrides", 2)]),
     "import timm": ("import timm\n", [("import timm", 1)]),
     "import_module timm": ('import importlib\ntimm = importlib.import_module("timm")\n', [("import timm", 2)]),
     "sys.modules": ('import sys\nF = sys.modules["torch.nn.functional"]\nout = F.scaled_dot_product_attention(q, k, v)\n',
