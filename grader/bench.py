@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from grader import jail
 
-    print("  isolation: " + ("bubblewrap namespaces" if jail.detect().bwrap else "none (see the report's isolation lines)"))
+    isolation = jail.detect()
+    layers = [name for name, on in (("bubblewrap namespaces", isolation.bwrap), ("a control group per child", isolation.tree)) if on]
+    print("  isolation: " + (" + ".join(layers) or "none (see the report's isolation lines)"))
     cold = []
     for _ in range(args.repeats):  # a fresh process each time: interpreter, torch, jail detection, child
         with tempfile.TemporaryDirectory() as out:

@@ -187,7 +187,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
     threads = 1 if gpu else (os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
-                    memory_bytes=None if gpu else 16 << 30, threads=threads, gpu=gpu)
+                    memory_bytes=None if gpu else 16 << 30, tree_memory_bytes=12 << 30, threads=threads, gpu=gpu)
     show = options.verbose
     if show:
         print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "

@@ -6,7 +6,9 @@ installation (read-only), the staged submission and the runner folder (read-only
 writable folder; not the grader, the reference, the theory, the data directory or any output
 folder. When its first process ends, every process it started ends too (PID namespace), whatever
 session it put itself in. When the grader runs as root, the child also drops to a dedicated
-unprivileged uid with no capabilities (``setpriv``). Where a layer is missing, grading still
+unprivileged uid with no capabilities (``setpriv``). Where the machine lets the grader make control
+groups, each child's whole process tree has its memory and process count capped and is ended
+through its group (``grader.cgroups``), jail or not. Where a layer is missing, grading still
 works and ``Isolation.layers`` says plainly what is not isolated; the report shows those lines.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from grader import cgroups
 
 # The uid the child drops to when the grader runs as root: not a user of the system, so that
 # RLIMIT_NPROC (counted per uid) caps the child's own processes and threads only.
@@ -37,6 +41,7 @@ class Isolation:
     bwrap: str | None  # the bubblewrap executable, when it works here
     uid: int | None  # the uid the child runs as, when it differs from the grader's
     layers: tuple[str, ...]
+    tree: cgroups.Hierarchy | None = None  # where each child gets a capped control group
 
     @property
     def nproc(self) -> int | None:
@@ -149,28 +154,44 @@ def detect() -> Isolation:
                                                read_only=[], writable=[]),
                                   capture_output=True, text=True, timeout=60)
             if done.returncode == 0:
-                return _describe(bwrap, uid)
+                return _describe(bwrap, uid, "", *_tree())
             why = f"bubblewrap did not start here ({(done.stderr.strip() or 'exit ' + str(done.returncode))[:200]})"
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = f"bubblewrap did not start here ({exc})"
     elif bwrap is not None:
         why = "turned off by VITKIT_NO_JAIL=1"
-    return _describe(None, None, why)
+    return _describe(None, None, why, *_tree())
 
 
-def _describe(bwrap: str | None, uid: int | None, why: str = "") -> Isolation:
+def _tree() -> tuple[cgroups.Hierarchy | None, str]:
+    if os.environ.get("VITKIT_NO_JAIL") == "1":
+        return None, "turned off by VITKIT_NO_JAIL=1"
+    return cgroups.find()
+
+
+def _describe(bwrap: str | None, uid: int | None, why: str = "", tree: cgroups.Hierarchy | None = None,
+              tree_why: str = "no control groups") -> Isolation:
+    if tree is not None:
+        limits = (f"limits: memory and processes capped for the whole process tree (control group v{tree.version}); "
+                  "memory per process (RLIMIT_AS), file size, wall clock per check")
+    else:
+        limits = (f"limits: memory per process (RLIMIT_AS), file size, wall clock per check; memory and processes "
+                  f"are not capped for the whole process tree ({tree_why})")
     if bwrap is None:
         who = "root" if os.geteuid() == 0 else "the grader's user"
+        processes = ("processes: every process the student's code starts ends with its check (control group)"
+                     if tree is not None else
+                     "processes: partly: what the student's code leaves running is killed when its check ends, "
+                     "unless it cleared its environment")
         layers = (
             f"filesystem: OFF ({why}): the student's code can read everything the grader's user can, "
             "the data directory and the reference included",
-            "processes: partly: what the student's code leaves running is killed when its check ends, unless it "
-            "cleared its environment",
+            processes,
             "network: OFF: the student's code can use the network",
             f"user: OFF: the student's code runs as {who}",
-            "limits: memory per process (RLIMIT_AS), file size, wall clock per check",
+            limits,
         )
-        return Isolation(None, None, layers)
+        return Isolation(None, None, layers, tree)
     user = (f"user: a dedicated unprivileged uid ({uid}) with no capabilities, at most {JAIL_NPROC} processes"
             if uid is not None else "user: the grader's own (unprivileged) user, in a user namespace")
     layers = (
@@ -179,10 +200,9 @@ def _describe(bwrap: str | None, uid: int | None, why: str = "") -> Isolation:
         "processes: every process the student's code starts ends with its check (PID namespace)",
         "network: none (network namespace)",
         user,
-        "limits: memory per process (RLIMIT_AS), file size, wall clock per check; memory is not capped "
-        "for the whole process tree (no cgroup)",
+        limits,
     )
-    return Isolation(bwrap, uid, layers)
+    return Isolation(bwrap, uid, layers, tree)
 
 
 RUNNER_PACKAGE = "vitkit_child"

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from grader import jail
+from grader import cgroups, jail
 from grader.integrity import ForbiddenCall
 from grader.submission import (
     EXPECTED_MODULES,
@@ -82,6 +82,8 @@ class Limits:
     call_seconds: float = 10.0  # wall clock per request
     import_seconds: float = 20.0  # wall clock for importing the submission
     memory_bytes: int | None = 4 << 30  # address space the student's code may add (RLIMIT_AS); None: no limit
+    tree_memory_bytes: int | None = 4 << 30  # resident memory of the child and all it starts (cgroup, where there is one)
+    tree_processes: int | None = 512  # processes and threads of the child and all it starts (cgroup)
     threads: int = 1  # OMP/MKL/OpenBLAS threads and torch.set_num_threads
     output_bytes: int = 10_000  # the student's stdout/stderr kept per request (the tail)
     file_bytes: int = 256 << 20  # largest file the child may write (RLIMIT_FSIZE)
@@ -199,6 +201,7 @@ class _Child:
     reader: threading.Thread
     waiter: Callable[[float], int | None]
     fault_path: Path
+    group: cgroups.TreeGroup | None = None  # its control group, where the machine gives one
     buffer: bytearray = field(default_factory=bytearray)
     exit_code: int | None = None
     stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
@@ -733,12 +736,19 @@ class Sandbox:
             self.isolation, [*argv, str(req_r), str(resp_w)],
             read_only=[self.staged.package_root, work / "runner", *map(Path, self._probe_paths)],
             writable=[work / "cwd", work / "faults"], gpu=self.limits.gpu)
+        group = None
         try:
+            if self.isolation.tree is not None:
+                group = cgroups.TreeGroup(self.isolation.tree, f"vitkit-{os.getpid()}-{self._marker}-{self._generation}",
+                                          self.limits.tree_memory_bytes, self.limits.tree_processes)
+                command = group.wrap(command)
             proc = subprocess.Popen(command, pass_fds=(req_r, resp_w), env=env, cwd=config["cwd"],
                                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, start_new_session=True)
         except OSError as exc:
             for fd in (req_w, resp_r, out_r):
                 os.close(fd)
+            if group is not None:
+                group.close()
             return f"the worker process could not be started ({exc})"
         finally:
             for fd in (req_r, resp_w, out_w):
@@ -747,7 +757,7 @@ class Sandbox:
         reader = threading.Thread(target=self._tail.pump, args=(out_r,), daemon=True, name=f"sandbox-output-{proc.pid}")
         reader.start()
         waiter = lambda timeout, proc=proc: _popen_wait(proc, timeout)  # noqa: E731
-        self._child = _Child(proc.pid, req_w, resp_r, reader, waiter, fault_path)
+        self._child = _Child(proc.pid, req_w, resp_r, reader, waiter, fault_path, group)
         reply = self._exchange(None, self.limits.startup_seconds)
         if reply.failure is not None:
             memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
@@ -760,6 +770,8 @@ class Sandbox:
         if child is not None:
             child.kill()
             child.close_pipes()
+            if child.group is not None:
+                child.group.close()  # everything it started, whatever session or group it moved to
             if self.isolation.bwrap is None:
                 _kill_orphans(self._marker)
 
@@ -897,6 +909,10 @@ class Sandbox:
             code = 128 - code  # bwrap reports the worker's death by signal N as exit 128 + N
         if code < 0:
             name = _signal_name(-code)
+            if name == "SIGKILL" and child.group is not None and child.group.ran_out_of_memory():
+                cap = self.limits.tree_memory_bytes or 0
+                return "memory", (f"ran out of memory: the process and those it started used more than "
+                                  f"{cap / 2**30:.1f} GiB together (the grader's cap)")
             if name == "SIGKILL":
                 return "crash", "the process was killed (SIGKILL), e.g. by the system for using too much memory"
             if name == "SIGSEGV":
