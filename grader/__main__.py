@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from grader.checks import CHECKS
@@ -26,7 +27,7 @@ from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
 from grader.report import summary, write_failure, write_reports
 from grader.rubric import RubricError, load_rubric, training_check_names
 from grader.submission import SubmissionError
-from reference.training import device_argument, resolve_device
+from reference.training import device_argument
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +80,7 @@ def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_s
 
 def check(path: Path, options: GradeOptions) -> int:
     """The students' quick check: interface and shapes, per exercise, without points."""
-    options.visible_only = True
+    options = replace(options, visible_only=True)
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
         grade = grade_submission(path, Path(work), options)
     print(f"{path}: visible checks (interface and shapes; the grader also checks values against PyTorch)")
@@ -120,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else deployment_seed()
     options = GradeOptions(training=args.training, device=args.device, seed=seed, data_dir=args.data_dir,
-                           rubric=args.rubric, time_limit=args.time_limit, verbose=not args.check)
+                           rubric=args.rubric, time_limit=args.time_limit, visible_only=args.check,
+                           verbose=not args.check).resolved()  # once: every stage reads these
     try:  # the instructor's mistake: stop before grading anything
         points = load_rubric(args.rubric)
     except RubricError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    if not args.check and args.training == "all" and resolve_device(args.device).type == "cpu":
+    if "cifar10" in options.recipes and options.device == "cpu":
         print("note: training CIFAR-10 on the CPU: within the time limit a correct ViT reaches only the lower "
               "thresholds (see README); grade CIFAR-10 on a GPU", file=sys.stderr)
     default = REPO / ("student_template" if args.check else "reference")

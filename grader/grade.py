@@ -9,10 +9,11 @@ the grader, which alone holds the labels, computes the accuracy and answers the 
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from grader.sandbox import PROBES, Limits, Outcome, Sandbox
 from grader.scan import scan_files
 from grader.submission import StagedSubmission, stage_submission
 from reference.configs import get_recipe
-from reference.data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
+from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
 # What students see in `make check`: interface and shapes, never the hidden parity inputs.
@@ -35,8 +36,11 @@ VISIBLE_CHECKS = ("attention:function_shapes", "attention:single_head_interface"
 TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10")}
 
 
-@dataclass
+@dataclass(frozen=True)
 class GradeOptions:
+    """How to grade. ``resolved()`` turns what was asked ("auto", no data directory, no time
+    limit) into what will be used, once; every stage reads that."""
+
     training: str = "mnist"  # "none", "mnist" or "all"
     device: str = "auto"
     seed: int = 0
@@ -46,6 +50,21 @@ class GradeOptions:
     time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
     verbose: bool = False  # say on stderr when long work (training) starts
+
+    @property
+    def recipes(self) -> tuple[str, ...]:
+        return () if self.visible_only else TRAINING_CHOICES[self.training]
+
+    def resolved(self) -> GradeOptions:
+        """The concrete device ("cpu", "cuda"), an absolute data directory and the time limit.
+        A ValueError for a training device this machine does not have (checked only when
+        something will be trained); resolving twice changes nothing."""
+        if not self.recipes:
+            return replace(self, device="cpu")
+        device = resolve_device(self.device)
+        limit = self.time_limit if self.time_limit is not None else (300.0 if device.type == "cuda" else 600.0)
+        return replace(self, device=str(device), data_dir=str(resolve_data_dir(self.data_dir).resolve()),
+                       time_limit=limit)
 
 
 @dataclass
@@ -94,8 +113,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     (a training device this machine does not have) only."""
     start = time.perf_counter()
     points = load_rubric(options.rubric)
-    if TRAINING_CHOICES[options.training] and not options.visible_only:
-        resolve_device(options.device)  # before any work: the instructor's mistake, not the student's
+    options = options.resolved()  # before any work: a missing device is the instructor's mistake
     staged = stage_submission(Path(path), Path(workdir))
     isolation = jail.detect()
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
@@ -124,7 +142,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
         grade.output = box.output()
     training: list[CheckResult] = []
     if not options.visible_only:
-        for recipe in TRAINING_CHOICES[options.training]:
+        for recipe in options.recipes:
             run, results = train_submission(staged, ctx, recipe, options, isolation)
             grade.training.append(run)
             training += results
@@ -175,16 +193,15 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     if cheats:
         run.message = f"not trained: the model uses {cheats[0].api} ({cheats[0].student_file}:{cheats[0].line}), so it is not your transformer"
         return run, verdicts(run.message)
-    data_dir = resolve_data_dir(options.data_dir).resolve()
+    options = options.resolved()
     try:
-        data = load_dataset(recipe.dataset, data_dir)  # held here; the children get parts of it
+        data = _dataset(recipe.dataset, options.data_dir)  # held here; the children get parts of it
     except (DataNotFoundError, DataFormatError) as e:
         run.message = f"skipped: {str(e).splitlines()[0]}"
         return run, verdicts(run.message, skipped=True)
 
-    device = resolve_device(options.device)
-    gpu = device.type == "cuda"
-    time_limit = options.time_limit if options.time_limit is not None else (300.0 if gpu else 600.0)
+    device, time_limit = options.device, options.time_limit
+    gpu = device.startswith("cuda")
     threads = 1 if gpu else (os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
                     memory_bytes=None if gpu else 16 << 30, tree_memory_bytes=12 << 30, threads=threads, gpu=gpu)
@@ -204,7 +221,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         def measure(question: object) -> dict:
             """The training child's weights -> logits from the judge -> accuracy, computed here."""
             weights = question.get("weights") if isinstance(question, dict) else None
-            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, str(device))
+            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device)
             if accuracy is None:
                 problems.append(why)
                 return {"stop": True}
@@ -220,7 +237,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                       file=sys.stderr, flush=True)
 
         outcome = trainer.request(f"{PROBES}:train",
-                                  [model_kwargs, asdict(recipe.train), train_split, str(device), options.seed,
+                                  [model_kwargs, asdict(recipe.train), train_split, device, options.seed,
                                    recipe.target_accuracy, time_limit], on_ask=measure, on_update=progress)
         ctx.forbidden += outcome.forbidden_calls
         value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
@@ -228,7 +245,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         weights = value.get("weights")
         if outcome.ok and _is_state(weights):
             image = data.test_images[0]
-            shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, image, stats["mean"], stats["std"], str(device))
+            shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, image, stats["mean"], stats["std"], device)
             ctx.forbidden += shown.forbidden_calls
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
@@ -270,6 +287,12 @@ def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object,
             and logits.shape[1] == data.num_classes and logits.dtype.is_floating_point):
         return None, f"the model gave logits of shape {tuple(getattr(logits, 'shape', ()))}, expected ({n}, {data.num_classes})"
     return float((logits.argmax(-1) == data.test_labels).double().mean()), ""
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str) -> ImageDataset:
+    """Loaded once per grading process: a class's batch shares it (the children get copies)."""
+    return load_dataset(name, data_dir)
 
 
 def _is_state(value: object) -> bool:

@@ -112,3 +112,26 @@ def test_reference_reaches_the_mnist_threshold_through_the_grader(tmp_path):
     [result] = training_results(grade)
     assert result.passed, grade.training[0].message
     assert grade.score == grade.max_score
+
+
+def test_options_are_resolved_once_into_what_every_stage_uses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITKIT_DATA", raising=False)
+    asked = GradeOptions(training="mnist", device="auto")
+    used = asked.resolved()
+    assert used.device in ("cpu", "cuda") and used.data_dir == str(tmp_path / "data")
+    assert used.time_limit == (600.0 if used.device == "cpu" else 300.0)
+    assert used.resolved() == used  # stages may resolve again: nothing changes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        used.device = "cuda"  # type: ignore[misc]
+
+
+def test_a_missing_gpu_matters_only_when_something_is_trained():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        GradeOptions(training="mnist", device="cuda").resolved()
+    assert GradeOptions(training="none", device="cuda").resolved().device == "cpu"
+    assert GradeOptions(training="mnist", device="cuda", visible_only=True).resolved().device == "cpu"
