@@ -16,7 +16,7 @@ TRAINING ?= mnist
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup jail test test-fast reference template bench theory grade check clean
+.PHONY: setup jail test test-fast reference template handout autograder bench theory grade check clean
 
 setup: $(if $(strip $(VENV)),$(VENV)/.installed)
 
@@ -48,7 +48,15 @@ reference: setup
 
 ## template: regenerate student_template/ from reference/
 template: setup
-	$(PY) -m grader.template
+	$(PY) -m course.template
+
+## handout: dist/vit-homework-handout.zip, all that students receive (template, notebooks, visible tests, README)
+handout: setup
+	$(PY) -m course.handout --torch-spec "$(TORCH_SPEC)"
+
+## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR)
+autograder: setup
+	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag)
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup
@@ -68,4 +76,4 @@ theory: setup
 	$(PY) -m theory.build
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist

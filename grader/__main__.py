@@ -27,7 +27,7 @@ from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
 from grader.report import summary, write_failure, write_reports
 from grader.rubric import RubricError, load_rubric, training_check_names
 from grader.submission import SubmissionError
-from reference.training import device_argument
+from reference.devices import device_argument
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if not grade_one(path, out_dir, name, options, rubric_total(points, args.training)):
             status = 2
     return status
+
+
+def check_main() -> int:
+    """``vitkit-check [path]``: the students' quick check (``python -m grader --check``)."""
+    return main(["--check", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

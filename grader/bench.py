@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from grader.grade import GradeOptions, grade_submission
-from reference.training import describe_device, device_argument, resolve_device
+from reference.devices import describe_device, device_argument
+from reference.training import resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,7 @@ JAIL_UID = 61_000
 # Processes and threads of the jail's uid; torch starts one thread per core and a few more.
 JAIL_NPROC = 512
 # The kit's own packages: hidden from the child even where they are installed into site-packages.
-KIT_PACKAGES = ("grader", "reference", "theory", "student_template", "tests")
+KIT_PACKAGES = ("grader", "reference", "theory", "student_template", "course", "tests")
 _REPO = Path(__file__).resolve().parent.parent
 
 

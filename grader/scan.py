@@ -51,6 +51,7 @@ ATTENTION_PREFIXES = ("_scaled_dot_product", "_fused_sdp", "_flash_attention", "
 # top-level packages the student may not import
 FORBIDDEN_PACKAGES: Mapping[str, str] = {
     "timm": LIBRARY, "flash_attn": LIBRARY, "xformers": LIBRARY, "reference": REFERENCE, "grader": REFERENCE,
+    "course": REFERENCE, "theory": REFERENCE,  # the kit's build step and worked answers
     "vitkit_child": REFERENCE,  # the grader's code in the jail (grader.jail.RUNNER_PACKAGE)
 }
 LIBRARY_PATHS = ("torch.hub", "torchvision.models")  # ready-made models

@@ -225,9 +225,15 @@ def _read_text(path: Path) -> str:
 
 
 def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_files: int) -> StagedSubmission:
-    """A folder with the template's modules; failing that, exactly one .py or .ipynb in it."""
+    """A folder with the template's modules, or one nested inside it (a zipped folder, unpacked);
+    failing that, exactly one .py or .ipynb in it."""
     expected = [m for m in EXPECTED_MODULES if (folder / f"{m}.py").is_file()]
     if not expected:
+        nested = _template_folder(folder)
+        if nested is not None and nested != folder:
+            staged = _stage_from_folder(nested, package_dir, max_bytes, max_files)
+            staged.notes.insert(0, f"used the modules in {nested.relative_to(folder).as_posix()}/")
+            return staged
         return _stage_single_from_folder(folder, package_dir, max_bytes)
 
     notes: list[str] = []
@@ -341,16 +347,22 @@ def _stage_zip(path: Path, workdir: Path, package_dir: Path, max_bytes: int, max
     return staged
 
 
-def _find_submission(root: Path) -> Path:
-    """The folder with the most template modules (shallowest on ties), else the only .py/.ipynb."""
+def _template_folder(root: Path) -> Path | None:
+    """The folder under ``root`` with the most template modules (shallowest on ties), if any."""
     best: tuple[int, int, str] | None = None
     best_dir = None
-    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())][:MAX_FILES]:
         count = sum((folder / f"{m}.py").is_file() for m in EXPECTED_MODULES)
         if count:
             key = (-count, len(folder.relative_to(root).parts), folder.as_posix())
             if best is None or key < best:
                 best, best_dir = key, folder
+    return best_dir
+
+
+def _find_submission(root: Path) -> Path:
+    """The folder with the most template modules (shallowest on ties), else the only .py/.ipynb."""
+    best_dir = _template_folder(root)
     if best_dir is not None:
         return best_dir
     py = sorted(p for p in root.rglob("*.py") if p.stem not in HELPER_MODULES and p.name != "__init__.py")

@@ -18,7 +18,8 @@ import torch
 from .configs import RECIPES, Recipe, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset, resolve_data_dir
 from .plotting import plot_attention_map, plot_history
-from .training import describe_device, device_argument, resolve_device, train
+from .devices import describe_device, device_argument
+from .training import resolve_device, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

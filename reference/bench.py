@@ -12,7 +12,8 @@ import torch
 
 from .configs import RECIPES, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset
-from .training import describe_device, device_argument, resolve_device, train
+from .devices import describe_device, device_argument
+from .training import resolve_device, train
 
 # (recipe, device type) -> the target the project set, in words.
 TARGETS = {

@@ -139,21 +139,29 @@ def _missing(name: str, root: Path, looked: list[Path]) -> DataNotFoundError:
     )
 
 
+def mnist_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The four MNIST files found under the data directory, by role ("train_images", ...);
+    DataNotFoundError, listing every place looked at, when one is missing."""
+    root = resolve_data_dir(data_dir)
+    found, looked = {}, []
+    for key, stem in _MNIST_FILES.items():
+        candidates = [d / (stem + ext) for d in (root / "mnist", root / "MNIST" / "raw", root) for ext in (".gz", "")]
+        path = _find(candidates)
+        if path is None:
+            looked += candidates
+        else:
+            found[key] = path
+    if looked:
+        raise _missing("MNIST", root, looked)
+    return found
+
+
 def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False) -> ImageDataset:
     """MNIST: 60,000 training and 10,000 test images, (N, 1, 28, 28) uint8."""
     root = resolve_data_dir(data_dir)
     if download:
         _torchvision_download("MNIST", root)
-    arrays, looked = {}, []
-    for key, stem in _MNIST_FILES.items():
-        candidates = [d / (stem + ext) for d in (root / "mnist", root / "MNIST" / "raw", root) for ext in (".gz", "")]
-        found = _find(candidates)
-        if found is None:
-            looked += candidates
-            continue
-        arrays[key] = read_idx(found)
-    if looked:
-        raise _missing("MNIST", root, looked)
+    arrays = {key: read_idx(path) for key, path in mnist_files(root).items()}
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise DataFormatError(f"MNIST {split}: image and label counts differ")

@@ -94,31 +94,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-def device_argument(text: str) -> str:
-    """An argparse ``type`` for ``--device``: ``text`` if this machine has that device."""
-    import argparse
-
-    try:
-        resolve_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
-def describe_device(device: str | torch.device | None = None) -> str:
-    """A human-readable name for the device, e.g. "cuda (NVIDIA H100 80GB HBM3)" or "cpu (AMD EPYC, 2 threads)"."""
-    device = resolve_device(device)
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} threads)"
-
-
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 (B, C, H, W) -> float (B, C, H, W), standardised per channel."""
     return (images.float().div_(255) - mean) / std

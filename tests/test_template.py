@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from grader.template import EXERCISES, PROVIDED, TemplateError, clear_solutions, stale_files
+from course.template import EXERCISES, PROVIDED, TemplateError, clear_solutions, stale_files
 
 MODULES = [name[:-3] for name in EXERCISES + PROVIDED]
 

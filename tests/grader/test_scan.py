@@ -150,6 +150,7 @@ EVASIONS = {
     "import reference submodule": ("import reference.attention as ra\n", [("import reference", 1)]),
     "from reference": ("from reference.vit import patchify\n", [("import reference", 1)]),
     "from grader": ("from grader import probes\n", [("import grader", 1)]),
+    "from course": ("from course.template import clear_solutions\n", [("import course", 1)]),
     "the runner in the jail": ("import vitkit_child.probes as p\n", [("import vitkit_child", 1)]),
     "popping the observer": ("import torch.overrides\ntorch.overrides._pop_mode()\n", [("torch.overrides", 2)]),
     "import timm": ("import timm\n", [("import timm", 1)]),

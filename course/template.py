@@ -1,4 +1,4 @@
-"""``python -m grader.template`` (``make template``): generate ``student_template/`` from ``reference/``.
+"""``python -m course.template`` (``make template``): generate ``student_template/`` from ``reference/``.
 
 In the reference's exercise modules every solution sits between two marker lines:
 
@@ -114,7 +114,7 @@ def stale_files(reference_dir: Path, template_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader.template", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course.template", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, default=REPO / "reference")
     parser.add_argument("--out", type=Path, default=REPO / "student_template")

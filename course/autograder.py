@@ -1,0 +1,128 @@
+"""``python -m course.autograder`` (``make autograder``): ``dist/<assignment>-autograder.zip`` in
+Gradescope's layout, ready to upload as the assignment's autograder.
+
+At the archive's root (Gradescope unpacks it into ``/autograder/source``):
+
+- ``setup.sh``: run once as root when Gradescope builds the image: bubblewrap (the jail) where
+  apt has it, a virtual environment in ``/autograder/venv``, the pinned CPU build of torch, and
+  the kit from its wheel (not editable);
+- ``run_autograder``: grades ``/autograder/submission`` into ``/autograder/results/results.json``
+  (``python -m grader.gradescope``), always writing results.json;
+- ``wheels/``: the kit's wheel, built now from this checkout;
+- ``data/mnist/``: the four MNIST files, taken from the data directory now, checked by loading them;
+- ``seed``: the hidden inputs' seed, drawn now (in nothing students receive).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from course.handout import ASSIGNMENT
+from course.wheel import REPO, build_wheel
+from reference.data import DataFormatError, DataNotFoundError, load_mnist, mnist_files
+
+# Where Gradescope's image gets a CPU-only torch (PyPI's Linux wheel would pull CUDA: gigabytes).
+TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+SETUP_SH = """#!/usr/bin/env bash
+# Run once by Gradescope, as root, when it builds the autograder image.
+set -euo pipefail
+cd /autograder/source
+# the jail (bubblewrap) and venv; grading works without bubblewrap, and the report says what is not isolated
+apt-get install -y -qq bubblewrap python3-venv >/dev/null 2>&1 || apt-get install -y -qq python3-venv || true
+python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install --quiet --upgrade pip
+/autograder/venv/bin/pip install --quiet "{torch_spec}" --index-url "{torch_index}"
+/autograder/venv/bin/pip install --quiet wheels/*.whl
+/autograder/venv/bin/python -c "import grader, torch; print('kit and torch', torch.__version__, 'installed')"
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Run by Gradescope for every submission. ROOT and PYTHON can be changed to try it elsewhere.
+ROOT="${{VITKIT_AUTOGRADER_ROOT:-/autograder}}"
+PYTHON="${{VITKIT_PYTHON:-/autograder/venv/bin/python}}"
+export VITKIT_GRADER_SEED="$(cat "$ROOT/source/seed")"
+cd "$ROOT"
+"$PYTHON" -m grader.gradescope --root "$ROOT" --training "${{VITKIT_TRAINING:-{training}}}" --device cpu \\
+    ${{VITKIT_TIME_LIMIT:+--time-limit "$VITKIT_TIME_LIMIT"}}
+status=$?
+if [ ! -s "$ROOT/results/results.json" ]; then  # the grader could not even start: still a result
+    mkdir -p "$ROOT/results"
+    printf '%s\\n' '{{"score": 0, "output": "The autograder failed to start (exit '"$status"'); your instructor has the log.", "tests": []}}' \\
+        > "$ROOT/results/results.json"
+fi
+exit 0
+"""
+
+
+class BundleError(ValueError):
+    """The bundle cannot be built (no data, a bad name); the message says what to do."""
+
+
+def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mnist") -> Path:
+    """Lay the bundle out in ``root`` (the future /autograder/source) and return it."""
+    try:
+        files = mnist_files(data_dir)
+        load_mnist(data_dir)  # the files are whole and readable, now rather than on every submission
+    except (DataNotFoundError, DataFormatError) as e:
+        raise BundleError(f"the bundle needs MNIST (training is graded on it): {str(e).splitlines()[0]} "
+                          "Set DATA_DIR (make autograder DATA_DIR=...).") from None
+    (root / "data" / "mnist").mkdir(parents=True)
+    for path in files.values():
+        shutil.copyfile(path, root / "data" / "mnist" / path.name)
+    build_wheel(root / "wheels")
+    (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=TORCH_INDEX))
+    (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training))
+    (root / "seed").write_text(f"{secrets.randbelow(2**31)}\n")
+    for script in ("setup.sh", "run_autograder"):
+        (root / script).chmod(0o755)
+    return root
+
+
+def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT) -> Path:
+    """Write ``dist/<assignment>-autograder.zip`` and return its path."""
+    with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
+        root = stage(Path(tmp), torch_spec, data_dir)
+        dist.mkdir(parents=True, exist_ok=True)
+        archive = dist / f"{assignment}-autograder.zip"
+        partial = archive.with_suffix(".zip.part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(root.rglob("*")):
+                if path.is_file():  # files at the root of the zip, as Gradescope wants
+                    info = zipfile.ZipInfo.from_file(path, path.relative_to(root).as_posix())
+                    with path.open("rb") as handle:
+                        zf.writestr(info, handle.read(), zipfile.ZIP_DEFLATED)
+        partial.replace(archive)
+    return archive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course.autograder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
+    parser.add_argument("--torch-spec", default="torch", help="the torch the image installs (make: TORCH_SPEC)")
+    parser.add_argument("--data-dir", default=None, help="where MNIST is (default: $VITKIT_DATA, else ./data)")
+    parser.add_argument("--assignment", default=ASSIGNMENT, help="the archive's name")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.assignment):
+        print(f"error: --assignment {args.assignment!r}: use letters, digits, '.', '_' and '-'", file=sys.stderr)
+        return 2
+    print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
+    try:
+        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment)
+    except (BundleError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {archive} ({archive.stat().st_size / 2**20:.1f} MiB): upload it as the assignment's autograder "
+          "(Gradescope: Configure Autograder -> Zip file upload)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

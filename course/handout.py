@@ -1,0 +1,135 @@
+"""``python -m course.handout`` (``make handout``): ``dist/<assignment>-handout.zip``, all that
+students receive.
+
+The archive holds one folder, ``<assignment>/``, with:
+
+- ``student_template/``: generated afresh from ``reference/`` (the exercises with their TODOs,
+  the provided modules, the notebooks, the theory questions);
+- ``tests/``: the visible tests (``course/visible_tests/`` in the kit), plain pytest;
+- ``README.md`` (``course/handout_README.md``), ``requirements.txt`` (torch pinned as the kit
+  pins it), ``requirements-notebooks.txt`` and ``pytest.ini``.
+
+Nothing of the reference solution, the grader, the hidden checks or the theory answers: the
+builder refuses to write an archive in which any line of the reference's solutions appears.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from course.template import BEGIN, END, EXERCISES, PROVIDED, TemplateError, generate
+
+REPO = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "vit-homework"
+VISIBLE_TESTS = Path(__file__).parent / "visible_tests"  # import student_template: run inside a handout
+# What students install: the kit's own torch pin is passed in by `make handout` (TORCH_SPEC).
+REQUIREMENTS = ("numpy>=1.24", "matplotlib>=3.7", "einops>=0.7", "pytest>=7.4")
+NOTEBOOK_REQUIREMENTS = ("-r requirements.txt", "jupyterlab>=4", "ipykernel>=6")
+PYTEST_INI = "[pytest]\ntestpaths = tests\npythonpath = .\naddopts = -ra\n"
+_PUNCTUATION_ONLY = re.compile(r"^[\W_]*$")
+
+
+class HandoutError(ValueError):
+    """The handout would be wrong (a solution line inside, a missing source); the message says what."""
+
+
+def solution_lines(reference_dir: Path = REPO / "reference") -> set[str]:
+    """Every line of code inside the reference's solution markers, stripped, that the handout may
+    not contain: less punctuation-only lines and lines the provided modules also hold."""
+    found: set[str] = set()
+    for name in EXERCISES:
+        inside = False
+        for line in (reference_dir / name).read_text().splitlines():
+            text = line.strip()
+            if text.startswith(BEGIN):
+                inside = True
+            elif text.startswith(END):
+                inside = False
+            elif inside and text and not text.startswith("#") and not _PUNCTUATION_ONLY.match(text):
+                found.add(text)
+    provided = {line.strip() for name in PROVIDED for line in (reference_dir / name).read_text().splitlines()}
+    return found - provided
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines a person would read in ``path``: a notebook's cells, any other file's text."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".ipynb":
+        cells = json.loads(text).get("cells", [])
+        text = "\n".join("".join(c.get("source", "")) + "\n" + "".join(
+            "".join(o.get("text", "")) for o in c.get("outputs", [])) for c in cells)
+    return [line.strip() for line in text.splitlines()]
+
+
+def leaked_lines(folder: Path, reference_dir: Path = REPO / "reference") -> list[str]:
+    """``file: line`` for every solution line found in a file under ``folder``."""
+    secret = solution_lines(reference_dir)
+    return [f"{path.relative_to(folder)}: {line}" for path in sorted(folder.rglob("*")) if path.is_file()
+            for line in _text_lines(path) if line in secret]
+
+
+def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
+    """Lay the handout out in ``out/<assignment>/`` and return that folder."""
+    root = out / assignment
+    (root / "tests").mkdir(parents=True)
+    try:
+        generate(REPO / "reference", root / "student_template")
+    except TemplateError as e:
+        raise HandoutError(f"the reference's solution markers are malformed: {e}") from None
+    tests = sorted(VISIBLE_TESTS.glob("test_*.py"))
+    if not tests:
+        raise HandoutError(f"no visible tests in {VISIBLE_TESTS}")
+    for test in tests:
+        (root / "tests" / test.name).write_text(test.read_text())
+    (root / "README.md").write_text((Path(__file__).parent / "handout_README.md").read_text())
+    (root / "requirements.txt").write_text("\n".join((torch_spec, *REQUIREMENTS)) + "\n")
+    (root / "requirements-notebooks.txt").write_text("\n".join(NOTEBOOK_REQUIREMENTS) + "\n")
+    (root / "pytest.ini").write_text(PYTEST_INI)
+    return root
+
+
+def build(dist: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
+    """Write ``dist/<assignment>-handout.zip`` (replacing an older one) and return its path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = stage(Path(tmp), torch_spec, assignment)
+        leaks = leaked_lines(root)
+        if leaks:
+            raise HandoutError("the handout would contain solution lines:\n  " + "\n  ".join(leaks[:10]))
+        dist.mkdir(parents=True, exist_ok=True)
+        archive = dist / f"{assignment}-handout.zip"
+        partial = archive.with_suffix(".zip.part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zf.write(path, path.relative_to(root.parent).as_posix())
+        partial.replace(archive)  # never a half-written archive under the real name
+    return archive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course.handout", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
+    parser.add_argument("--torch-spec", default="torch", help="the torch requirement students install (make: TORCH_SPEC)")
+    parser.add_argument("--assignment", default=ASSIGNMENT, help="the archive's and its folder's name")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.assignment):
+        print(f"error: --assignment {args.assignment!r}: use letters, digits, '.', '_' and '-'", file=sys.stderr)
+        return 2
+    try:
+        archive = build(args.dist, args.torch_spec, args.assignment)
+    except HandoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with zipfile.ZipFile(archive) as zf:
+        print(f"wrote {archive} ({len(zf.namelist())} files): unzip it and read {args.assignment}/README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""make autograder: the Gradescope bundle, unpacked into a folder laid out like /autograder, and
+its run_autograder run on what students really upload. Every run writes results.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from course import autograder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import make_mnist_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+EXERCISES = ("attention.py", "blocks.py", "vit.py")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = make_mnist_dir(tmp_path_factory.mktemp("data"), 64, 16)
+    return autograder.build(tmp_path_factory.mktemp("dist"), "torch==2.13.0", str(data))
+
+
+def autograder_root(bundle: Path, where: Path) -> Path:
+    """A folder laid out as Gradescope's /autograder: source/ (the bundle), submission/, results/."""
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(where / "source")
+    for script in ("setup.sh", "run_autograder"):
+        (where / "source" / script).chmod(0o755)  # Gradescope keeps the modes; extractall does not
+    (where / "submission").mkdir()
+    (where / "results").mkdir()
+    return where
+
+
+def run_autograder(root: Path, python: str = sys.executable) -> dict:
+    env = {**os.environ, "VITKIT_AUTOGRADER_ROOT": str(root), "VITKIT_PYTHON": python, "VITKIT_TRAINING": "none"}
+    done = subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((root / "results" / "results.json").read_text())
+
+
+def test_the_bundle_is_in_gradescopes_layout(bundle: Path) -> None:
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+        modes = {n: zf.getinfo(n).external_attr >> 16 for n in ("setup.sh", "run_autograder")}
+    assert {"setup.sh", "run_autograder", "seed"} <= names  # at the root, not in a folder
+    assert all(mode & 0o111 for mode in modes.values())
+    assert sorted(n for n in names if n.startswith("data/mnist/")) == [
+        "data/mnist/t10k-images-idx3-ubyte.gz", "data/mnist/t10k-labels-idx1-ubyte.gz",
+        "data/mnist/train-images-idx3-ubyte.gz", "data/mnist/train-labels-idx1-ubyte.gz"]
+    assert [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
+    with zipfile.ZipFile(bundle) as zf:
+        setup = zf.read("setup.sh").decode()
+    assert '"torch==2.13.0" --index-url' in setup and "pip install --quiet wheels/*.whl" in setup
+
+
+def submit_reference(folder: Path) -> None:
+    for name in EXERCISES:
+        shutil.copy(REPO / "reference" / name, folder / name)
+
+
+def zipped_folder(folder: Path) -> None:
+    """A student who zipped their whole folder: Gradescope stores the zip as uploaded."""
+    with zipfile.ZipFile(folder / "homework.zip", "w") as zf:
+        for name in EXERCISES:
+            zf.write(REPO / "reference" / name, f"student_template/{name}")
+
+
+def nested_folder(folder: Path) -> None:
+    (folder / "my-homework" / "student_template").mkdir(parents=True)
+    submit_reference(folder / "my-homework" / "student_template")
+
+
+def broken(folder: Path) -> None:
+    submit_reference(folder)
+    path = folder / "attention.py"
+    path.write_text(path.read_text().replace("/ math.sqrt(q.size(-1))", ""))  # the scale forgotten
+
+
+@pytest.mark.parametrize("upload", [submit_reference, zipped_folder, nested_folder], ids=["loose files", "a zip", "nested"])
+def test_a_correct_submission_gets_full_marks_however_it_is_uploaded(bundle: Path, tmp_path: Path, upload) -> None:
+    root = autograder_root(bundle, tmp_path)
+    upload(root / "submission")
+    results = run_autograder(root)
+    assert results["score"] == results["max_score"] > 0, results["output"]
+
+
+def test_a_broken_submission_loses_points_with_the_reason(bundle: Path, tmp_path: Path) -> None:
+    root = autograder_root(bundle, tmp_path)
+    broken(root / "submission")
+    results = run_autograder(root)
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert 0 < results["score"] < results["max_score"] and any(t["name"].startswith("attention:") for t in failed)
+
+
+@pytest.mark.parametrize("name,content,says", [
+    ("homework.zip", b"\x00garbage, not a zip" * 10, "zip"),
+    ("vision_transformer.ipynb", b"{ this is not json", "notebook"),
+    ("notes.txt", b"I did not finish", ".py"),
+])
+def test_an_unreadable_upload_gets_zero_and_a_message_it_can_act_on(bundle: Path, tmp_path: Path, name: str,
+                                                                     content: bytes, says: str) -> None:
+    root = autograder_root(bundle, tmp_path)
+    (root / "submission" / name).write_bytes(content)
+    results = run_autograder(root)
+    assert results["score"] == 0 and results["tests"] == [] and says in results["output"], results["output"]
+
+
+def test_an_empty_upload_gets_zero_and_what_to_upload(bundle: Path, tmp_path: Path) -> None:
+    root = autograder_root(bundle, tmp_path)
+    results = run_autograder(root)
+    assert results["score"] == 0 and "nothing was uploaded" in results["output"]
+
+
+def test_an_autograder_that_cannot_start_still_writes_results(bundle: Path, tmp_path: Path) -> None:
+    root = autograder_root(bundle, tmp_path)
+    submit_reference(root / "submission")
+    results = run_autograder(root, python=str(tmp_path / "no-such-python"))
+    assert results["score"] == 0 and "failed to start" in results["output"]
+
+
+def test_without_mnist_the_bundle_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(autograder.BundleError, match="DATA_DIR"):
+        autograder.build(tmp_path / "dist", "torch==2.13.0", str(tmp_path / "nothing"))
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
