@@ -62,6 +62,7 @@ autograder: setup
 bench: setup
 	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
 	$(PY) -m grader.bench $(data_flag) --device $(DEVICE)
+	$(PY) -m course.bench $(data_flag)
 
 ## grade: grade SUBMISSION (one path, or several in quotes; default: reference/ as a self-check)
 grade: setup

@@ -138,6 +138,14 @@ class TreeGroup:
         except (OSError, ValueError):
             return False
 
+    def peak_bytes(self) -> int | None:
+        """The most memory the group's processes held together so far (None where the kernel does not say)."""
+        name = "memory.peak" if self.hierarchy.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.folders[0] / name).read_text())
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         """Kill every process still in the group, then remove it."""
         if self.hierarchy.version == 2 and (self.folders[0] / "cgroup.kill").exists():

@@ -21,7 +21,7 @@ import torch
 from grader import jail
 from grader.checks import CHARGED, CHECKS, CheckResult, Context, charge_forbidden, forbidden_in_model, run_checks
 from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
-from grader.rubric import load_rubric, training_check_names
+from grader.rubric import read_rubric, training_check_names
 from grader.sandbox import PROBES, Limits, Outcome, Sandbox
 from grader.scan import scan_files
 from grader.submission import StagedSubmission, stage_submission
@@ -75,6 +75,7 @@ class TrainingRun:
     image: torch.Tensor | None = None  # uint8 (C, H, W)
     message: str = ""
     measured: list[float] = field(default_factory=list)  # test accuracies the grader computed, in order
+    wall_seconds: float = 0.0  # the training request as the grader timed it (not the run's own account)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Grade:
     seconds: float = 0.0
     output: str = ""  # the tail of the student's stdout/stderr
     isolation: list[str] = field(default_factory=list)  # one line per isolation layer: on, or off and why
+    visibility: dict[str, str] = field(default_factory=dict)  # check -> when Gradescope shows it (the rubric)
 
     def score_of(self, result: CheckResult) -> tuple[float, float]:
         """(score, max) of one check; a skipped check is worth nothing either way."""
@@ -112,13 +114,13 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     """Grade ``path``. Raises SubmissionError (bad input), RubricError (bad rubric) or ValueError
     (a training device this machine does not have) only."""
     start = time.perf_counter()
-    points = load_rubric(options.rubric)
+    points, visibility = read_rubric(options.rubric)
     options = options.resolved()  # before any work: a missing device is the instructor's mistake
     staged = stage_submission(Path(path), Path(workdir))
     isolation = jail.detect()
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
                   dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped],
-                  isolation=list(isolation.layers))
+                  isolation=list(isolation.layers), visibility=visibility)
     names = list(VISIBLE_CHECKS) if options.visible_only else list(CHECKS)
     limits = Limits(call_seconds=options.call_seconds)
     ctx = Context(lambda *a: Outcome(False, error="not started", kind="import"), options.seed)
@@ -236,9 +238,11 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                       f"loss {history['train_loss'][-1]:.3f}  test {100 * run.measured[-1]:6.2f}% (measured by the grader)",
                       file=sys.stderr, flush=True)
 
+        started = time.perf_counter()
         outcome = trainer.request(f"{PROBES}:train",
                                   [model_kwargs, asdict(recipe.train), train_split, device, options.seed,
                                    recipe.target_accuracy, time_limit], on_ask=measure, on_update=progress)
+        run.wall_seconds = time.perf_counter() - started
         ctx.forbidden += outcome.forbidden_calls
         value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
         run.history = checked_history(value.get("history") if outcome.ok else outcome.update)

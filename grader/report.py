@@ -66,28 +66,73 @@ def _status(result) -> tuple[str, str]:
     return ("passed", "pass") if result.passed else ("failed", "fail")
 
 
+def _md(text: str) -> str:
+    """``text`` for a Markdown field: one line with Markdown's special characters escaped, or
+    several (a traceback) in a code block fenced longer than any backtick run inside."""
+    if "\n" not in text:
+        return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return f"{fence}\n{text}\n{fence}"
+
+
+def _training_summary(run) -> str:
+    return f"**{run.recipe}**: " + _md((run.message or "not run").splitlines()[0])
+
+
 def gradescope_results(grade: Grade) -> dict:
-    """The Gradescope autograder format: upload as results.json."""
-    tests = []
+    """results.json as Gradescope reads it (``grader/results.schema.json``): one test per check
+    that ran, numbered by component, tagged with it, its points and visibility from the rubric;
+    checks that did not run are listed in the overall output, not shown as failures."""
+    tests, not_run = [], []
+    components = [c for c in COMPONENTS if any(r.component == c for r in grade.results)]
+    components += sorted({r.component for r in grade.results} - set(components))
+    counters = dict.fromkeys(components, 0)
     for r in grade.results:
+        if r.skipped:
+            not_run.append(f"- {_md(r.name)}: {_md(r.message or 'not run')}")
+            continue
+        counters[r.component] += 1
         score, worth = grade.score_of(r)
         tests.append({
-            "name": r.name, "score": score, "max_score": worth,
-            "status": "passed" if r.passed and not r.skipped else "failed",
-            "output": r.message or ("skipped" if r.skipped else "passed"),
-            "visibility": "visible",
+            "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
+            "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
+            "output": _md(r.message or "passed"), "output_format": "md", "tags": [r.component],
+            "visibility": grade.visibility.get(r.name, "visible"),
         })
-    isolation = [ISOLATION_HEADING, *(f"  {line}" for line in grade.isolation), ""] if grade.isolation else []
-    return {"score": grade.score, "max_score": grade.max_score, "execution_time": round(grade.seconds),
-            "output": "\n".join(isolation + grade.notes), "visibility": "visible", "stdout_visibility": "hidden",
-            "tests": tests}
+    parts = [f"**Score: {grade.score:g} / {grade.max_score:g}**"]
+    if grade.training:
+        parts += ["", "Training (accuracy measured by the grader on the test set):",
+                  *(f"- {_training_summary(run)}" for run in grade.training)]
+    if grade.notes:
+        parts += ["", "Notes:", *(f"- {_md(note)}" for note in grade.notes)]
+    if not_run:
+        parts += ["", "Not run (worth no points here):", *not_run]
+    if grade.isolation:
+        parts += ["", ISOLATION_HEADING, *(f"- {line}" for line in grade.isolation)]
+    results = {"score": grade.score, "execution_time": round(grade.seconds), "output": "\n".join(parts),
+               "output_format": "md", "visibility": "visible", "stdout_visibility": "hidden",
+               "extra_data": {"max_score": grade.max_score, "seed": grade.seed, "kind": grade.kind},
+               "tests": tests}
+    board = leaderboard(grade)
+    if board:
+        results["leaderboard"] = board
+    return results
+
+
+def leaderboard(grade: Grade) -> list[dict]:
+    """MNIST's test accuracy and training time, both measured by the grader, for Gradescope's leaderboard."""
+    for run in grade.training:
+        if run.recipe == "mnist" and run.measured:
+            return [{"name": "MNIST accuracy (%)", "value": round(100 * max(run.measured), 2), "order": "desc"},
+                    {"name": "MNIST training (s)", "value": round(run.wall_seconds, 1), "order": "asc"}]
+    return []
 
 
 def failure_results(max_score: float, output: str) -> dict:
     """results.json for a submission that could not be graded: 0 out of what the rubric offers,
     so that Gradescope records a grade and the student reads why."""
-    return {"score": 0.0, "max_score": max_score, "execution_time": 0, "output": output, "visibility": "visible",
-            "stdout_visibility": "hidden", "tests": []}
+    return {"score": 0.0, "execution_time": 0, "output": output, "output_format": "text", "visibility": "visible",
+            "stdout_visibility": "hidden", "extra_data": {"max_score": max_score}, "tests": []}
 
 
 def component_table(grade: Grade) -> list[dict]:

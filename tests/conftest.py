@@ -82,3 +82,14 @@ def real_data_dir() -> Path | None:
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return make_mnist_dir(tmp_path / "data")
+
+
+def check_gradescope_results(results: dict) -> dict:
+    """``results`` validated against the schema written from Gradescope's specification."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((REPO / "grader" / "results.schema.json").read_text())
+    jsonschema.validate(results, schema)
+    return results

@@ -1,5 +1,6 @@
 """make autograder: the Gradescope bundle, unpacked into a folder laid out like /autograder, and
-its run_autograder run on what students really upload. Every run writes results.json."""
+its run_autograder run on what students really upload. Every run writes a results.json that is
+valid against the schema written from Gradescope's specification."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import pytest
 from course import autograder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_mnist_dir  # noqa: E402
+from conftest import check_gradescope_results, make_mnist_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXERCISES = ("attention.py", "blocks.py", "vit.py")
@@ -43,7 +44,7 @@ def run_autograder(root: Path, python: str = sys.executable) -> dict:
     done = subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads((root / "results" / "results.json").read_text())
+    return check_gradescope_results(json.loads((root / "results" / "results.json").read_text()))
 
 
 def test_the_bundle_is_in_gradescopes_layout(bundle: Path) -> None:
@@ -89,7 +90,7 @@ def test_a_correct_submission_gets_full_marks_however_it_is_uploaded(bundle: Pat
     root = autograder_root(bundle, tmp_path)
     upload(root / "submission")
     results = run_autograder(root)
-    assert results["score"] == results["max_score"] > 0, results["output"]
+    assert results["score"] == results["extra_data"]["max_score"] > 0, results["output"]
 
 
 def test_a_broken_submission_loses_points_with_the_reason(bundle: Path, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_a_broken_submission_loses_points_with_the_reason(bundle: Path, tmp_path
     broken(root / "submission")
     results = run_autograder(root)
     failed = [t for t in results["tests"] if t["status"] == "failed"]
-    assert 0 < results["score"] < results["max_score"] and any(t["name"].startswith("attention:") for t in failed)
+    assert 0 < results["score"] < results["extra_data"]["max_score"] and any(t["name"].startswith("attention:") for t in failed)
 
 
 @pytest.mark.parametrize("name,content,says", [

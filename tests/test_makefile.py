@@ -19,7 +19,8 @@ def make(*args: str) -> subprocess.CompletedProcess:
 def test_an_empty_venv_uses_the_given_python_and_installs_nothing():
     plan = make("-n", "bench", "VENV=", "PYTHON=python3.x", "DEVICE=cuda", "DATA_DIR=/data").stdout
     assert plan.splitlines() == ["python3.x -m reference.bench --data-dir /data --device cuda --seeds 10 ",
-                                 "python3.x -m grader.bench --data-dir /data --device cuda"]
+                                 "python3.x -m grader.bench --data-dir /data --device cuda",
+                                 "python3.x -m course.bench --data-dir /data"]
     assert "pip" not in make("-n", "setup", "VENV=").stdout
     assert "pip install" in make("-n", "-B", "setup", "VENV=/nonexistent-venv").stdout  # the default path
 
@@ -28,4 +29,4 @@ def test_make_grade_runs_without_a_venv(tmp_path):
     proc = make("grade", "VENV=", f"PYTHON={sys.executable}", "TRAINING=none", f"OUT={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "reference" / "results.json").read_text())
-    assert results["score"] == results["max_score"] > 0
+    assert results["score"] == results["extra_data"]["max_score"] > 0

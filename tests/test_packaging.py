@@ -64,7 +64,7 @@ def test_an_installed_kit_grades_and_checks_without_the_checkout(installed: Path
                            cwd=tmp_path)
     assert graded.returncode == 0, graded.stderr[-2000:]
     results = json.loads((tmp_path / "grades" / "reference" / "results.json").read_text())
-    assert results["score"] == results["max_score"] > 0
+    assert results["score"] == results["extra_data"]["max_score"] > 0
     checked = run_installed(installed, "-c", "import sys; from grader.__main__ import check_main; "
                             "sys.argv = ['vitkit-check']; sys.exit(check_main())", cwd=tmp_path)
     assert "visible checks" in checked.stdout, checked.stderr[-2000:]

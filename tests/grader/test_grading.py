@@ -173,7 +173,7 @@ def test_same_seed_same_verdicts(grades, tmp_path):
 def test_cli_writes_gradescope_results_and_report(tmp_path, capsys):
     assert grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--training", "none"]) == 0
     results = json.loads((tmp_path / "reference" / "results.json").read_text())
-    assert results["score"] == results["max_score"] > 0
+    assert results["score"] == results["extra_data"]["max_score"] > 0
     for test in results["tests"]:
         assert {"name", "score", "max_score", "status", "output", "visibility"} <= set(test)
     html = (tmp_path / "reference" / "report.html").read_text()

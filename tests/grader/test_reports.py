@@ -40,7 +40,7 @@ def test_links_planted_at_the_reports_are_replaced_not_followed(tmp_path, capsys
         assert victim.read_bytes() == b"precious \x00 bytes\n"
         assert is_regular(planted / name)
     results = json.loads((planted / "results.json").read_text())
-    assert results["score"] == results["max_score"] > 0
+    assert results["score"] == results["extra_data"]["max_score"] > 0
     assert sorted(p.name for p in planted.iterdir()) == ["report.html", "results.json"]  # no temporary left
 
 
@@ -51,7 +51,7 @@ def test_a_folder_planted_at_results_json_is_replaced(tmp_path, capsys):
     assert cli.main([str(REPO / "reference"), "--out", str(tmp_path), *NONE]) == 0
     assert is_regular(planted)
     results = json.loads(planted.read_text())
-    assert results["score"] == results["max_score"] > 0
+    assert results["score"] == results["extra_data"]["max_score"] > 0
 
 
 def test_an_output_folder_planted_as_a_link_is_replaced(tmp_path, capsys):
@@ -86,11 +86,11 @@ def test_one_submission_never_stops_the_batch(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     reference = json.loads((out / "reference" / "results.json").read_text())
-    assert reference["score"] == reference["max_score"] > 0
+    assert reference["score"] == reference["extra_data"]["max_score"] > 0
     unreadable = json.loads((out / "notazip" / "results.json").read_text())
     failed = json.loads((out / "crashing" / "results.json").read_text())
     for results in (unreadable, failed):
-        assert results["score"] == 0 and results["max_score"] == reference["max_score"]
+        assert results["score"] == 0 and results["extra_data"]["max_score"] == reference["extra_data"]["max_score"]
     assert "not a readable zip archive" in unreadable["output"] and "re-create the zip" in unreadable["output"]
     assert failed["output"] == ("the grader failed on this submission: RuntimeError: boom; "
                                 "the instructor has the details")
@@ -109,7 +109,7 @@ def test_max_score_of_a_failure_follows_the_training(tmp_path, capsys):
     totals = {}
     for training in ("none", "mnist", "all"):
         assert cli.main([str(bad_zip), "--out", str(tmp_path / training), "--training", training]) == 2
-        totals[training] = json.loads((tmp_path / training / "bad" / "results.json").read_text())["max_score"]
+        totals[training] = json.loads((tmp_path / training / "bad" / "results.json").read_text())["extra_data"]["max_score"]
     assert 0 < totals["none"] < totals["mnist"] < totals["all"]
 
 
@@ -130,9 +130,9 @@ def test_isolation_is_shown_in_every_report(reference_grade, tmp_path):
     write_reports(grade, tmp_path, "reference")
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Isolation</h2>" in html and "network: off (unshare not permitted)" in html
-    output = json.loads((tmp_path / "results.json").read_text())["output"].splitlines()
-    assert output[:3] == ["Isolation of the student's code:", "  processes: on (own process group)",
-                          "  network: off (unshare not permitted)"]
+    output = json.loads((tmp_path / "results.json").read_text())["output"]
+    assert ("Isolation of the student's code:\n- processes: on (own process group)\n"
+            "- network: off (unshare not permitted)") in output
     assert summary(grade, "reference").splitlines()[-1] == "  isolation: network: off (unshare not permitted)"
     grade.isolation = ["processes: on (own process group)"]
     assert "isolation" not in summary(grade, "reference")

@@ -1,0 +1,90 @@
+"""results.json as Gradescope shows it: valid against the schema written from Gradescope's
+specification, one numbered and tagged test per check that ran, visibility from the rubric,
+checks that did not run listed (not red), a training summary and a leaderboard."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from grader.grade import GradeOptions, TrainingRun, grade_submission
+from grader.report import _md, failure_results, gradescope_results
+from grader.rubric import RubricError, read_rubric
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import check_gradescope_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def reference_grade(tmp_path_factory):
+    return grade_submission(REPO / "reference", tmp_path_factory.mktemp("work"), GradeOptions(training="none"))
+
+
+def test_the_reference_results_follow_gradescopes_format(reference_grade) -> None:
+    results = check_gradescope_results(gradescope_results(reference_grade))
+    ran = [r for r in reference_grade.results if not r.skipped]
+    assert [t["name"] for t in results["tests"]] == [r.name for r in ran]  # the grader's order, every run
+    assert all(t["tags"] == [t["name"].split(":")[0]] and t["output_format"] == "md" for t in results["tests"])
+    numbers = [tuple(map(int, t["number"].split("."))) for t in results["tests"]]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert results["score"] == results["extra_data"]["max_score"] > 0 and results["output_format"] == "md"
+
+
+def test_checks_that_did_not_run_are_listed_not_failed(reference_grade) -> None:
+    results = gradescope_results(reference_grade)
+    skipped = [r.name for r in reference_grade.results if r.skipped]
+    assert skipped and not any(t["name"] in skipped for t in results["tests"])
+    assert "Not run (worth no points here):" in results["output"]
+    assert all(_md(name) in results["output"] for name in skipped)
+
+
+def test_visibility_comes_from_the_rubric(reference_grade, tmp_path) -> None:
+    rubric = json.loads((REPO / "grader" / "rubric.json").read_text())
+    rubric["vit:forward"] = {"points": 1, "visibility": "after_due_date"}
+    rubric["multihead:one_head"] = {"points": 3, "visibility": "hidden"}
+    path = tmp_path / "rubric.json"
+    path.write_text(json.dumps(rubric))
+    points, visibility = read_rubric(path)
+    assert points["vit:forward"] == 1 and points["multihead:one_head"] == 3
+    grade = dataclasses.replace(reference_grade, visibility=visibility)
+    shown = {t["name"]: t["visibility"] for t in check_gradescope_results(gradescope_results(grade))["tests"]}
+    assert shown["vit:forward"] == "after_due_date" and shown["multihead:one_head"] == "hidden"
+    assert shown["attention:function_mask"] == "visible"
+    rubric["vit:forward"] = {"points": 1, "visibility": "students only"}
+    path.write_text(json.dumps(rubric))
+    with pytest.raises(RubricError, match="visibility must be one of"):
+        read_rubric(path)
+
+
+def test_training_is_summarised_and_on_the_leaderboard(reference_grade) -> None:
+    run = TrainingRun("mnist", message="95.10% test accuracy, measured by the grader from the trained weights",
+                      measured=[0.9, 0.951], wall_seconds=23.46)
+    grade = dataclasses.replace(reference_grade, training=[run])
+    results = check_gradescope_results(gradescope_results(grade))
+    assert "- **mnist**: 95.10% test accuracy, measured by the grader" in results["output"]
+    assert results["leaderboard"] == [{"name": "MNIST accuracy (%)", "value": 95.1, "order": "desc"},
+                                      {"name": "MNIST training (s)", "value": 23.5, "order": "asc"}]
+
+
+def test_a_failure_follows_the_format_too() -> None:
+    check_gradescope_results(failure_results(20.0, "homework.zip is not a readable zip archive"))
+
+
+def test_messages_are_safe_markdown() -> None:
+    assert _md("reached 94.32%") == "reached 94.32%"
+    assert _md("uses scaled_dot_product_attention") == "uses scaled\\_dot\\_product\\_attention"
+    fenced = _md("a traceback\n```\nfake fence")
+    assert fenced.startswith("````\n") and fenced.endswith("\n````")
+
+
+def test_the_schema_refuses_what_gradescope_does_not_read() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        check_gradescope_results({"score": 1, "max_score": 2, "tests": []})  # max_score belongs to tests
+    with pytest.raises(jsonschema.ValidationError):
+        check_gradescope_results({"score": 1, "tests": [{"name": "x", "score": 1, "max_score": 1, "status": "skipped"}]})
