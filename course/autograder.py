@@ -15,14 +15,13 @@ At the archive's root (Gradescope unpacks it into ``/autograder/source``):
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import shutil
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
+from course.archive import assignment_name, write_zip
 from course.handout import ASSIGNMENT
 from course.wheel import REPO, build_wheel
 from reference.data import DataFormatError, DataNotFoundError, load_mnist, mnist_files
@@ -94,17 +93,8 @@ def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = A
     """Write ``dist/<assignment>-autograder.zip`` and return its path."""
     with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
         root = stage(Path(tmp), torch_spec, data_dir)
-        dist.mkdir(parents=True, exist_ok=True)
-        archive = dist / f"{assignment}-autograder.zip"
-        partial = archive.with_suffix(".zip.part")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(root.rglob("*")):
-                if path.is_file():  # files at the root of the zip, as Gradescope wants
-                    info = zipfile.ZipInfo.from_file(path, path.relative_to(root).as_posix())
-                    with path.open("rb") as handle:
-                        zf.writestr(info, handle.read(), zipfile.ZIP_DEFLATED)
-        partial.replace(archive)
-    return archive
+        write_zip(dist / f"{assignment}-autograder.zip", root, root)  # files at the zip's root, as Gradescope wants
+    return dist / f"{assignment}-autograder.zip"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
     parser.add_argument("--torch-spec", default="torch", help="the torch the image installs (make: TORCH_SPEC)")
     parser.add_argument("--data-dir", default=None, help="where MNIST is (default: $VITKIT_DATA, else ./data)")
-    parser.add_argument("--assignment", default=ASSIGNMENT, help="the archive's name")
+    parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's name")
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.assignment):
-        print(f"error: --assignment {args.assignment!r}: use letters, digits, '.', '_' and '-'", file=sys.stderr)
-        return 2
     print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
     try:
         archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment)

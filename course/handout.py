@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from course.archive import assignment_name, write_zip
 from course.template import BEGIN, END, EXERCISES, PROVIDED, TemplateError, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,15 +101,8 @@ def build(dist: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
         leaks = leaked_lines(root)
         if leaks:
             raise HandoutError("the handout would contain solution lines:\n  " + "\n  ".join(leaks[:10]))
-        dist.mkdir(parents=True, exist_ok=True)
-        archive = dist / f"{assignment}-handout.zip"
-        partial = archive.with_suffix(".zip.part")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(root.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    zf.write(path, path.relative_to(root.parent).as_posix())
-        partial.replace(archive)  # never a half-written archive under the real name
-    return archive
+        write_zip(dist / f"{assignment}-handout.zip", root, root.parent)
+    return dist / f"{assignment}-handout.zip"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,11 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
     parser.add_argument("--torch-spec", default="torch", help="the torch requirement students install (make: TORCH_SPEC)")
-    parser.add_argument("--assignment", default=ASSIGNMENT, help="the archive's and its folder's name")
+    parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's and its folder's name")
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.assignment):
-        print(f"error: --assignment {args.assignment!r}: use letters, digits, '.', '_' and '-'", file=sys.stderr)
-        return 2
     try:
         archive = build(args.dist, args.torch_spec, args.assignment)
     except HandoutError as e:

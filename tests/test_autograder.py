@@ -79,13 +79,29 @@ def nested_folder(folder: Path) -> None:
     submit_reference(folder / "my-homework" / "student_template")
 
 
+ALTERNATIVE = REPO / "tests" / "grader" / "fixtures" / "alternative" / "solution.py"  # one file, written differently
+
+
+def one_py_file(folder: Path) -> None:
+    shutil.copy(ALTERNATIVE, folder / "homework.py")
+
+
+def one_notebook(folder: Path) -> None:
+    from nbformat import write
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    notebook = new_notebook(cells=[new_markdown_cell("# My homework"), new_code_cell(ALTERNATIVE.read_text())])
+    write(notebook, str(folder / "homework.ipynb"))
+
+
 def broken(folder: Path) -> None:
     submit_reference(folder)
     path = folder / "attention.py"
     path.write_text(path.read_text().replace("/ math.sqrt(q.size(-1))", ""))  # the scale forgotten
 
 
-@pytest.mark.parametrize("upload", [submit_reference, zipped_folder, nested_folder], ids=["loose files", "a zip", "nested"])
+@pytest.mark.parametrize("upload", [submit_reference, zipped_folder, nested_folder, one_py_file, one_notebook],
+                         ids=["loose files", "a zip", "nested", "one .py", "one notebook"])
 def test_a_correct_submission_gets_full_marks_however_it_is_uploaded(bundle: Path, tmp_path: Path, upload) -> None:
     root = autograder_root(bundle, tmp_path)
     upload(root / "submission")
