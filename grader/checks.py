@@ -10,6 +10,7 @@ Nothing the child says is a verdict: it sends outputs, weights and class names o
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ OWNER = {
 }
 FILE_OWNER = {"attention.py": "attention", "blocks.py": "transformer_block", "vit.py": "vit"}
 CHARGED = (ATTENTION, LIBRARY, REFERENCE, DYNAMIC)  # categories of forbidden calls that cost points
+GELU_FORMS = ("none", "tanh")  # F.gelu's exact form and its tanh approximation: both are GELU
 ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
 
 
@@ -129,8 +131,37 @@ def is_student_class(classes: Any, name: str) -> bool:
         for c in classes)
 
 
-def is_layer_norm(classes: Any) -> bool:
-    return isinstance(classes, list) and ["torch.nn.modules.normalization", "LayerNorm"] in classes
+def layer_norm_affine(x: Tensor, out: Any) -> tuple[Tensor, Tensor] | None:
+    """(weight, bias) when ``out`` is LayerNorm of ``x`` over the last axis with some per-feature
+    affine map, whatever the module's class or parameter names; else None. The affine map is
+    fitted per feature by least squares from the module's own output, then checked."""
+    if not isinstance(out, Tensor) or tuple(out.shape) != tuple(x.shape) or not out.dtype.is_floating_point:
+        return None
+    z = F.layer_norm(x.double(), x.shape[-1:]).reshape(-1, x.shape[-1])  # (N, D)
+    y = out.detach().double().reshape(-1, x.shape[-1])
+    zc, yc = z - z.mean(0), y - y.mean(0)
+    weight = (zc * yc).sum(0) / (zc * zc).sum(0).clamp_min(1e-12)
+    bias = y.mean(0) - weight * z.mean(0)
+    try:
+        compare(y, z * weight + bias, "layer norm")
+    except CheckFailed:
+        return None
+    return weight.float(), bias.float()
+
+
+def compare_any(actual: Any, expected: dict[str, Tensor], what: str) -> str:
+    """``compare`` against each accepted form (e.g. exact and tanh GELU); the name of the closest
+    form that matches, else the failure against the first form."""
+    passing, first = [], None
+    for name, value in expected.items():
+        try:
+            compare(actual, value, what)
+            passing.append(((actual.detach().double() - value.detach().double()).abs().max().item(), name))
+        except CheckFailed as e:
+            first = first or e
+    if not passing:
+        raise first  # type: ignore[misc]
+    return min(passing)[1]
 
 
 def _class_name(classes: Any) -> str:
@@ -288,8 +319,9 @@ def feedforward_matches_spec(ctx: Context) -> None:
     value = ctx.run("feedforward", 8, 24, x)
     s = value["state"]
     _need(s, "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-    expected = F.linear(F.gelu(F.linear(x, s["fc1.weight"], s["fc1.bias"])), s["fc2.weight"], s["fc2.bias"])
-    compare(value["out"], expected, "fc2(gelu(fc1(x)))")
+    hidden = F.linear(x, s["fc1.weight"], s["fc1.bias"])
+    forms = {form: F.linear(F.gelu(hidden, approximate=form), s["fc2.weight"], s["fc2.bias"]) for form in GELU_FORMS}
+    ctx.cache["gelu"] = compare_any(value["out"], forms, "fc2(gelu(fc1(x)))")  # the form the ViT check uses too
 
 
 def residual_block_uses_its_parts(ctx: Context) -> None:
@@ -311,9 +343,12 @@ def transformer_block_pre_norm(ctx: Context) -> None:
     x = ctx.randn(2, 6, 16)
     value = ctx.run("transformer_block", 16, 4, 32, x)
     classes = value["classes"]
-    expect(is_student_class(classes["attention"], "MultiHeadSelfAttention") and is_student_class(classes["mlp"], "FeedForwardBlock")
-           and is_layer_norm(classes["norm1"]) and is_layer_norm(classes["norm2"]),
-           "norm1/norm2 must be nn.LayerNorm, attention your MultiHeadSelfAttention, mlp your FeedForwardBlock")
+    expect(is_student_class(classes["attention"], "MultiHeadSelfAttention") and is_student_class(classes["mlp"], "FeedForwardBlock"),
+           "attention must be your MultiHeadSelfAttention and mlp your FeedForwardBlock")
+    normed = value.get("normed") or {}
+    for name in ("norm1", "norm2"):
+        expect(layer_norm_affine(x, normed.get(name)) is not None,
+               f"{name} must compute LayerNorm over the last axis (nn.LayerNorm(d_model), or your own equal to it)")
     compare(value["out"], x + value["attended"] + value["mlp_out"],
             "x <- x + attention(norm1(x)); x <- x + mlp(norm2(x)), with the block's own sub-modules")
 
@@ -326,16 +361,31 @@ def transformer_block_matches_pytorch(ctx: Context) -> None:
     value = ctx.run("transformer_block", 16, 4, 48, x, mask)
     s = value["state"]
     layer = nn.TransformerEncoderLayer(16, 4, 48, 0.0, activation="gelu", batch_first=True, norm_first=True)
-    _need(s, "norm1.weight", "norm2.weight", "mlp.fc1.weight", "mlp.fc2.weight", "attention.w_o.weight")
+    _need(s, "mlp.fc1.weight", "mlp.fc2.weight", "attention.w_o.weight")
+    norms = [layer_norm_affine(x, (value.get("normed") or {}).get(n)) for n in ("norm1", "norm2")]
+    expect(all(n is not None for n in norms), "norm1/norm2 must compute LayerNorm over the last axis")
     with torch.no_grad():
         attn = {k[len("attention."):]: v for k, v in s.items() if k.startswith("attention.")}
         layer.self_attn.load_state_dict(_copy_to_mha(attn, 16, 4, True).state_dict())
-        for ours, theirs in (("norm1", layer.norm1), ("norm2", layer.norm2), ("mlp.fc1", layer.linear1), ("mlp.fc2", layer.linear2)):
+        for (weight, bias), theirs in zip(norms, (layer.norm1, layer.norm2)):  # fitted from what the norms compute
+            theirs.weight.copy_(weight)
+            theirs.bias.copy_(bias)
+        for ours, theirs in (("mlp.fc1", layer.linear1), ("mlp.fc2", layer.linear2)):
             theirs.weight.copy_(s[f"{ours}.weight"])
             theirs.bias.copy_(s[f"{ours}.bias"])
         layer.eval()
-        compare(value["out"], layer(x), "output vs nn.TransformerEncoderLayer(norm_first=True, activation='gelu')")
-        compare(value["masked"], layer(x, src_mask=~mask), "masked output vs nn.TransformerEncoderLayer")
+        failures = []
+        for form in GELU_FORMS:  # the GELU the student's MLP uses: exact or tanh, both are GELU
+            layer.activation = functools.partial(F.gelu, approximate=form)
+            layer.activation_relu_or_gelu = 0  # PyTorch's fused fast path would use its own exact GELU
+            try:
+                compare(value["out"], layer(x), "output vs nn.TransformerEncoderLayer(norm_first=True, activation='gelu')")
+                compare(value["masked"], layer(x, src_mask=~mask), "masked output vs nn.TransformerEncoderLayer")
+                break
+            except CheckFailed as e:
+                failures.append(e)
+        else:
+            raise failures[0]
     expect(tuple(value["weights"].shape) == (3, 4, 7, 7), f"attention weights shape {tuple(value['weights'].shape)}, expected (3, 4, 7, 7)")
 
 
@@ -387,18 +437,22 @@ def _vit_spec(value: dict) -> Tensor:
     """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
     embedded patches and the blocks' output come from the child, the rest from the weights."""
     parts, s = value["parts"], value["state"]
-    needed = ("class_token", "pos_embedding", "norm.weight", "norm.bias", "head.weight", "head.bias")
-    expect(bool(parts) and all(k in s for k in needed),
+    needed = ("class_token", "pos_embedding", "head.weight", "head.bias")
+    expect(bool(parts) and all(k in s for k in needed) and "normed" in parts,
            "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
+    affine = layer_norm_affine(parts["blocks_out"], parts["normed"])
+    expect(affine is not None, "norm must compute LayerNorm over the last axis (nn.LayerNorm(d_model), or your own equal to it)")
     tokens = parts["tokens"]  # (B, N, D)
     blocks_in = torch.cat([s["class_token"].expand(tokens.size(0), -1, -1), tokens], dim=1) + s["pos_embedding"]
     compare(parts["blocks_in"], blocks_in, "the blocks' input [class; embedding(patches)] + pos")
     first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
-    return F.linear(F.layer_norm(first, first.shape[-1:], s["norm.weight"], s["norm.bias"]), s["head.weight"], s["head.bias"])
+    weight, bias = affine  # type: ignore[misc]
+    return F.linear(F.layer_norm(first, first.shape[-1:], weight, bias), s["head.weight"], s["head.bias"])
 
 
-def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor) -> Tensor | None:
-    """The reference ViT with the student's weights, when they load into it exactly; else None."""
+def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor, gelu: str = "none") -> Tensor | None:
+    """The reference ViT with the student's weights and GELU form, when the weights load into it
+    exactly; else None."""
     from reference.vit import VisionTransformer
 
     model = VisionTransformer(**kwargs)
@@ -406,6 +460,9 @@ def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor) ->
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError):
         return None
+    for module in model.modules():
+        if isinstance(module, nn.GELU):
+            module.approximate = gelu
     with torch.no_grad():
         return model.eval()(images)
 
@@ -434,7 +491,7 @@ def vit_forward(ctx: Context) -> None:
         want = (batch, kwargs["num_classes"])
         expect(tuple(value["logits"].shape) == want, f"logits shape {tuple(value['logits'].shape)} for {size}, expected (B, num_classes) = {want}")
         compare(value["eval_logits"], _vit_spec(value), f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
-        expected = _reference_logits(kwargs, value["state"], images) if parts_pass else None
+        expected = _reference_logits(kwargs, value["state"], images, ctx.cache.get("gelu", "none")) if parts_pass else None
         if expected is not None:
             compare(value["eval_logits"], expected, f"logits vs the specified ViT with your weights, {size}")
 

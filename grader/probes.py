@@ -126,8 +126,9 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
         masked = block(x, mask) if mask is not None else None
         attended = parts["attention"](parts["norm1"](x))
         mlp_out = parts["mlp"](parts["norm2"](x + attended))
+        normed = {n: parts[n](x) for n in ("norm1", "norm2")}  # judged by what they compute, not their class
     return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
-            "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
+            "normed": normed, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
 
 
 def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
@@ -158,6 +159,8 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
             tokens = model.embedding(ns.patchify(images, kwargs["patch_size"]))  # (B, N, D)
             blocks_in = torch.cat([model.class_token.expand(tokens.size(0), -1, -1), tokens], dim=1) + model.pos_embedding
             parts = {"tokens": tokens, "blocks_in": blocks_in, "blocks_out": blocks(blocks_in)}
+            if isinstance(getattr(model, "norm", None), nn.Module):
+                parts["normed"] = model.norm(parts["blocks_out"])  # judged by what it computes
     return {
         "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts,
         "maps": [m for m in maps] if isinstance(maps, (list, tuple)) else maps,
