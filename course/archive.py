@@ -1,11 +1,21 @@
-"""Writing the course's archives: a zip of a folder, never half-written under its real name, and
-the assignment names the archives may take."""
+"""Writing the course's archives: a zip of a folder, never half-written under its real name, the
+assignment names the archives may take, and the torch they install."""
 from __future__ import annotations
 
 import argparse
 import re
 import zipfile
+from importlib import metadata
 from pathlib import Path
+
+
+def installed_torch() -> str:
+    """``torch==<the version installed here>``: the default pin of what the archives install
+    (``make`` passes TORCH_SPEC, the kit's one pin, which installed this torch)."""
+    try:
+        return f"torch=={metadata.version('torch').split('+')[0]}"
+    except metadata.PackageNotFoundError:
+        return "torch"
 
 
 def assignment_name(text: str) -> str:

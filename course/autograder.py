@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from course.archive import assignment_name, write_zip
+from course.archive import assignment_name, installed_torch, write_zip
 from course.handout import ASSIGNMENT
 from course.wheel import REPO, build_wheel
 from reference.data import DataFormatError, DataNotFoundError, load_mnist, mnist_files
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course.autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
-    parser.add_argument("--torch-spec", default="torch", help="the torch the image installs (make: TORCH_SPEC)")
+    parser.add_argument("--torch-spec", default=installed_torch(), help="the torch the image installs (default: the installed version; make: TORCH_SPEC)")
     parser.add_argument("--data-dir", default=None, help="where MNIST is (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's name")
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from course.archive import installed_torch
 from course.autograder import BundleError, build
 from grader import cgroups
 from reference.devices import describe_device
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nGradescope's run_autograder on {describe_device('cpu')} ({os.cpu_count()} cores)   [{GRADESCOPE_DEFAULTS}]")
     with tempfile.TemporaryDirectory() as dist:
         try:
-            bundle = build(Path(dist), "torch", args.data_dir)
+            bundle = build(Path(dist), installed_torch(), args.data_dir)
         except (BundleError, RuntimeError) as e:
             print(f"  skipped: {e}")
             return 0

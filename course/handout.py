@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from course.archive import assignment_name, write_zip
+from course.archive import assignment_name, installed_torch, write_zip
 from course.template import BEGIN, END, EXERCISES, PROVIDED, TemplateError, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course.handout", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
-    parser.add_argument("--torch-spec", default="torch", help="the torch requirement students install (make: TORCH_SPEC)")
+    parser.add_argument("--torch-spec", default=installed_torch(), help="the torch requirement students install (default: the installed version; make: TORCH_SPEC)")
     parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's and its folder's name")
     args = parser.parse_args(argv)
     try:

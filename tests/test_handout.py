@@ -98,9 +98,13 @@ def test_visible_tests_fail_not_implemented_then_pass_with_the_exercises_done(ar
 
 
 def test_the_command_line_builds_the_archive_and_refuses_a_bad_name(tmp_path: Path) -> None:
-    ran = subprocess.run([sys.executable, "-m", "course.handout", "--dist", str(tmp_path), "--torch-spec", TORCH_SPEC],
+    ran = subprocess.run([sys.executable, "-m", "course.handout", "--dist", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and (tmp_path / f"{handout.ASSIGNMENT}-handout.zip").is_file(), ran.stderr
+    import torch  # without --torch-spec, students get the torch the kit runs on, pinned
+
+    pinned = f"torch=={torch.__version__.split('+')[0]}"
+    assert pinned in zf_read(tmp_path / f"{handout.ASSIGNMENT}-handout.zip", "requirements.txt").splitlines()
     bad = subprocess.run([sys.executable, "-m", "course.handout", "--dist", str(tmp_path), "--assignment", "../x"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "use letters, digits" in bad.stderr
