@@ -92,22 +92,29 @@ class Context:
         return bool(own) and all(r.passed for r in own) and not charged
 
 
-def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: float = RTOL) -> None:
-    """CheckFailed unless ``actual`` is a tensor of ``expected``'s shape and values."""
+def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: float = RTOL,
+            same_nan: bool = False) -> None:
+    """CheckFailed unless ``actual`` is a tensor of ``expected``'s shape and values. With
+    ``same_nan``, NaN is accepted where ``expected`` has NaN too (a spec built from the student's
+    own function inherits its NaN)."""
     if not isinstance(actual, Tensor):
         raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
     if tuple(actual.shape) != tuple(expected.shape):
         raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
     actual, expected = actual.detach().double(), expected.detach().double()
+    if same_nan:
+        both = torch.isnan(actual) & torch.isnan(expected)
+        actual, expected = actual.masked_fill(both, 0.0), expected.masked_fill(both, 0.0)
     if not torch.isfinite(actual).all():
         raise CheckFailed(f"{what}: contains NaN or infinity")
     diff = (actual - expected).abs()
-    bad = diff > atol + rtol * expected.abs()
-    if bad.any():
-        flat = int(diff.argmax())
+    tolerance = atol + rtol * expected.abs()
+    if (diff > tolerance).any():  # the element furthest outside its tolerance, not merely the largest difference
+        flat = int((diff - tolerance).argmax())
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
-        raise CheckFailed(f"{what}: largest difference {diff.max().item():.3g} at index {index} "
-                          f"(got {actual[index].item():.5g}, expected {expected[index].item():.5g})")
+        raise CheckFailed(f"{what}: at index {index} got {actual[index].item():.5g}, expected "
+                          f"{expected[index].item():.5g} (difference {diff[index].item():.3g}, tolerance "
+                          f"{tolerance[index].item():.3g} = {atol:g} + {rtol:g} x |expected|)")
 
 
 def expect(condition: bool, message: str) -> None:
@@ -199,9 +206,54 @@ def attention_function_shapes(ctx: Context) -> None:
             expect(got.dtype == torch.float64, f"{key}: float64 inputs gave {got.dtype}; the output must follow the input")
 
 
+def attention_diagnosis(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, out: Any, weights: Any) -> str | None:
+    """The cause, in words, when the weights are a known mistake (the scale, the softmax axis, the
+    mask's meaning) or the output is not weights @ v; None when nothing known is wrong."""
+    d = q.size(-1)
+    scores = q.double() @ k.double().transpose(-2, -1)
+
+    def softmax(scaled: Tensor, axis: int = -1, keep: Tensor | None = mask) -> Tensor:
+        return (scaled if keep is None else scaled.masked_fill(~keep, float("-inf"))).softmax(axis)
+
+    if not (isinstance(weights, Tensor) and tuple(weights.shape) == tuple(scores.shape)):
+        return f"the weights must have shape {tuple(scores.shape)} (..., T_q, T_k)"
+    causes = {
+        "the softmax is taken over the queries (dim -2); take it over the keys, the last axis": softmax(scores / d ** 0.5, -2),
+        "the scores are divided by d_k; divide them by sqrt(d_k)": softmax(scores / d),
+        "the scores are not scaled; divide them by sqrt(d_k)": softmax(scores),
+        "the scores are multiplied by sqrt(d_k); divide them by it": softmax(scores * d ** 0.5),
+    }
+    if mask is not None:  # NaN in the rows that an inverted mask leaves empty, as the mistake gives
+        causes["the mask is inverted: True means 'may attend', so the False positions must get weight 0"] = \
+            softmax(scores / d ** 0.5, keep=~mask)
+    right = softmax(scores / d ** 0.5)
+    if not _close(weights, right):
+        found = [cause for cause, wrong in causes.items() if _close(weights, wrong, same_nan=True)]
+        if found:
+            return found[0]
+        sums = weights.double().sum(-1)
+        if not _close(sums, torch.ones_like(sums)):
+            return "each row of the weights must sum to 1 (a softmax over the keys, the last axis)"
+        return None  # an unknown mistake: the comparison with PyTorch says where
+    if isinstance(out, Tensor) and tuple(out.shape) == (*weights.shape[:-1], v.size(-1)) \
+            and not _close(out, weights.double() @ v.double()):
+        return "the weights are right but the output is not weights @ v"
+    return None
+
+
+def _close(actual: Any, expected: Tensor, same_nan: bool = False) -> bool:
+    try:
+        compare(actual, expected, "", same_nan=same_nan)
+    except CheckFailed:
+        return False
+    return True
+
+
 def attention_function_matches_pytorch(ctx: Context) -> None:
     q, k, v = ctx.randn(3, 2, 6, 16), ctx.randn(3, 2, 9, 16), ctx.randn(3, 2, 9, 8)
     value = ctx.run("attention_function", q, k, v)
+    cause = attention_diagnosis(q, k, v, None, value["out"], value["weights"])
+    expect(cause is None, f"{cause}" if cause else "")
     compare(value["out"], F.scaled_dot_product_attention(q, k, v), "output vs F.scaled_dot_product_attention")
     weights = torch.softmax(q @ k.transpose(-2, -1) / 16 ** 0.5, dim=-1)
     compare(value["weights"], weights, "attention weights (softmax over the keys of q k^T / sqrt(d_k))")
@@ -211,6 +263,8 @@ def attention_function_mask(ctx: Context) -> None:
     q, k, v = ctx.randn(2, 7, 8), ctx.randn(2, 5, 8), ctx.randn(2, 5, 3)
     mask = ctx.mask(7, 5)
     value = ctx.run("attention_function", q, k, v, mask)
+    cause = attention_diagnosis(q, k, v, mask, value["out"], value["weights"])
+    expect(cause is None, f"with a mask: {cause}" if cause else "")
     compare(value["out"], F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "masked output vs F.scaled_dot_product_attention")
     weights = value["weights"]
     compare(weights.sum(-1), torch.ones(2, 7), "rows of the weights must sum to 1")
@@ -269,7 +323,8 @@ def _multihead_parity(ctx: Context, num_heads: int, d_model: int) -> None:
             if ctx.passed("attention"):
                 raise
             spec = _multihead_from_own_function(ctx, value["state"], num_heads, x, m)
-            compare(value["out"], spec, f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})")
+            compare(value["out"], spec, f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})",
+                    same_nan=True)
 
 
 def _multihead_from_own_function(ctx: Context, s: dict[str, Tensor], h: int, x: Tensor, mask: Tensor | None) -> Tensor:

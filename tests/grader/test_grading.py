@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from grader.__main__ import main as grader_main
 from grader.checks import CHECKS
@@ -39,6 +40,9 @@ CNN = '''    def forward(self, images: Tensor) -> Tensor:
 CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "missing_scale": ("attention.py", [(" / math.sqrt(q.size(-1))", "")], "attention"),
     "softmax_wrong_axis": ("attention.py", [("scores.softmax(dim=-1)", "scores.softmax(dim=-2)")], "attention"),
+    "scale_by_d": ("attention.py", [(" / math.sqrt(q.size(-1))", " / q.size(-1)")], "attention"),
+    "inverted_mask": ("attention.py", [("scores.masked_fill(~mask, float(\"-inf\"))", "scores.masked_fill(mask, float(\"-inf\"))")], "attention"),
+    "output_not_weights_at_v": ("attention.py", [("return weights @ v, weights  #", "return scores @ v, weights  #")], "attention"),
     "mask_ignored": ("attention.py", [("        scores = scores.masked_fill(~mask, float(\"-inf\"))\n", "        pass\n")], "attention"),
     "output_dtype_not_followed": ("attention.py", [("return weights @ v, weights  #", "return (weights @ v).float(), weights.float()  #")], "attention"),
     "single_head_bias": ("attention.py", [("self.w_q = nn.Linear(d_model, d_model, bias=False)", "self.w_q = nn.Linear(d_model, d_model)")], "attention"),
@@ -164,7 +168,30 @@ def test_messages_say_what_was_found(grades):
     assert all("scaled_dot_product_attention at attention.py" in m for m in forbidden)
     assert any("memory" in r.message.lower() for r in grades["huge_allocation"].results if not r.passed)
     assert any("NaN" in r.message for r in grades["nan_output"].results if not r.passed)
-    assert any("largest difference" in r.message for r in grades["missing_scale"].results if not r.passed)
+
+
+
+# the mistake -> the cause the attention checks must name
+CAUSES = {"missing_scale": "the scores are not scaled; divide them by sqrt(d_k)",
+          "scale_by_d": "the scores are divided by d_k; divide them by sqrt(d_k)",
+          "softmax_wrong_axis": "the softmax is taken over the queries (dim -2)",
+          "inverted_mask": "the mask is inverted: True means 'may attend'",
+          "output_not_weights_at_v": "the weights are right but the output is not weights @ v"}
+
+
+@pytest.mark.parametrize("name", sorted(CAUSES))
+def test_the_commonest_attention_mistakes_are_named(grades, name):
+    messages = [r.message for r in grades[name].results if r.component == "attention" and not r.passed]
+    assert any(CAUSES[name] in m for m in messages), messages
+
+
+def test_a_difference_is_reported_where_it_breaks_the_tolerance():
+    from grader.checks import CheckFailed, compare
+
+    expected = torch.tensor([100.0, 0.0])
+    with pytest.raises(CheckFailed) as failed:
+        compare(torch.tensor([100.005, 0.001]), expected, "out")  # 0.005 is inside 1e-4 + 1e-4 x 100, 0.001 is not
+    assert "at index (1,)" in str(failed.value) and "tolerance 0.0001" in str(failed.value)
 
 
 def test_same_seed_same_verdicts(grades, tmp_path):
