@@ -15,8 +15,8 @@ temporary directory and reports any file that differs from the committed templat
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 EXERCISES = ("attention.py", "blocks.py", "vit.py")
 PROVIDED = ("data.py", "training.py", "configs.py", "plotting.py")
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
-_DEF = re.compile(r"^(\s*)(?:async\s+)?(?:def|class)\s+(\w+)")
 
 INIT_DOCSTRING = '''"""Student template of the attention and Vision Transformer homework.
 
@@ -39,10 +38,37 @@ class TemplateError(ValueError):
     """The reference's solution markers are malformed; the message says where."""
 
 
+def _scopes(source: str, filename: str) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualified name) of every function and class, from the syntax tree
+    (a docstring line that looks like a definition is not one)."""
+    try:
+        tree = ast.parse(source, filename)
+    except SyntaxError:
+        return []  # the markers' own errors are reported by the caller; names fall back to "this exercise"
+    found: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                found.append((child.lineno, child.end_lineno or child.lineno, name))
+                visit(child, name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def _innermost(scopes: list[tuple[int, int, str]], line: int) -> str:
+    inside = [(first, name) for first, last, name in scopes if first <= line <= last]
+    return max(inside)[1] if inside else ""
+
+
 def clear_solutions(source: str, filename: str = "<source>") -> str:
     """Replace every marked solution region in ``source`` by its hint and ``raise NotImplementedError``."""
     out: list[str] = []
-    scope: list[tuple[int, str]] = []  # enclosing (indent, name) of def/class lines, for messages
+    scopes = _scopes(source, filename)
     begin_line = 0
     hint = ""
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
@@ -59,16 +85,12 @@ def clear_solutions(source: str, filename: str = "<source>") -> str:
             indent = line[: len(line) - len(line.lstrip())]
             hint = stripped[len(BEGIN):].strip()
             hint = hint[len("hint:"):].strip() if hint.startswith("hint:") else hint
-            where = ".".join(name for _, name in scope) or "this exercise"
+            where = _innermost(scopes, number) or "this exercise"
             if hint:
                 out.append(f"{indent}# TODO: {hint}\n")
             out.append(f'{indent}raise NotImplementedError("{where}: not implemented yet")\n')
             begin_line = number
             continue
-        match = _DEF.match(line)
-        if match:
-            depth = len(match.group(1))
-            scope = [(d, n) for d, n in scope if d < depth] + [(depth, match.group(2))]
         out.append(line)
     if begin_line:
         raise TemplateError(f"{filename}:{begin_line}: {BEGIN} is never closed by {END}")

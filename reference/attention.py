@@ -105,7 +105,7 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (B, T, d_model) -> (B, T, d_model); with ``return_attention`` also the per-head
         attention weights (B, num_heads, T, T), before dropout."""
-        # BEGIN SOLUTION hint: project, split the width into heads (B, h, T, d_model/h), attend per head, merge the heads, apply w_o
+        # BEGIN SOLUTION hint: project, split the width into heads (B, h, T, d_model/h), attend per head (in training, dropout on the weights before they multiply v), merge the heads, apply w_o
         B, T, D = x.shape
         h = self.num_heads
 

@@ -88,5 +88,5 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (B, T, d_model) -> (B, T, d_model); with ``return_attention`` also the per-head
         attention weights (B, num_heads, T, T), before dropout."""
-        # TODO: project, split the width into heads (B, h, T, d_model/h), attend per head, merge the heads, apply w_o
+        # TODO: project, split the width into heads (B, h, T, d_model/h), attend per head (in training, dropout on the weights before they multiply v), merge the heads, apply w_o
         raise NotImplementedError("MultiHeadSelfAttention.forward: not implemented yet")

@@ -78,4 +78,4 @@ class VisionTransformer(nn.Module):
         """The attention weights of every block, each (B, num_heads, N+1, N+1); index 0 is the
         class token."""
         # TODO: run the blocks one by one with return_attention=True and collect the weights
-        raise NotImplementedError("VisionTransformer.attention_maps.token: not implemented yet")
+        raise NotImplementedError("VisionTransformer.attention_maps: not implemented yet")

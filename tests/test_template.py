@@ -90,6 +90,20 @@ def test_hint_and_scope_in_the_cleared_body():
     compile(cleared, "<cleared>", "exec")
 
 
+def test_a_docstring_line_that_looks_like_a_definition_is_not_one():
+    source = (
+        "class A:\n"
+        "    def maps(self):\n"
+        '        """Read the tokens first:\n'
+        "        class token at index 0, then\n"
+        '        def token(x) is not defined here."""\n'
+        "        # BEGIN SOLUTION\n"
+        "        return 1\n"
+        "        # END SOLUTION\n"
+    )
+    assert 'raise NotImplementedError("A.maps: not implemented yet")' in clear_solutions(source)
+
+
 @pytest.mark.parametrize("source,message", [
     ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "never closed"),
     ("def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    # END SOLUTION\n", "nested"),
