@@ -10,7 +10,7 @@ results.json (Gradescope's format) and report.html. A submission that cannot be 
 still gets a results.json (0 points, and why) and the batch goes on; when the grader itself failed,
 OUT/<name>/grader-error.txt holds the traceback. The exit status is 0 whenever grading ran,
 whatever the score; 2 when a submission could not be read or graded, or the rubric could not be
-read (then nothing is graded).
+read (then nothing is graded). ``--check`` exits 1 when one of its checks fails.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from grader.checks import CHECKS
+from grader.checks import TEST_CHECKS
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
 from grader.report import summary, write_failure, write_reports
-from grader.rubric import RubricError, load_rubric, training_check_names
+from grader.rubric import RubricError, load_rubric, rubric_template, training_check_names
 from grader.submission import SubmissionError
 from reference.devices import device_argument
 
@@ -40,7 +40,7 @@ def rubric_total(points: dict[str, float], training: str) -> float:
     """The points a submission can get with ``--training``: the max_score of one that could not
     be graded (Gradescope needs a max_score > 0 to record the 0)."""
     recipes = TRAINING_CHOICES[training]
-    names = [*CHECKS, *(n for n in training_check_names() if n.split(":")[0].removeprefix("training_") in recipes)]
+    names = [*TEST_CHECKS, *(n for n in training_check_names() if n.split(":")[0].removeprefix("training_") in recipes)]
     return sum(points.get(n, 0.0) for n in names)
 
 
@@ -79,18 +79,20 @@ def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_s
 
 
 def check(path: Path, options: GradeOptions) -> int:
-    """The students' quick check: interface and shapes, per exercise, without points."""
+    """The students' quick check, without points: interface, shapes and values against PyTorch on
+    inputs drawn from the public seed (never the deployment's). 1 when a check fails, else 0."""
     options = replace(options, visible_only=True)
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
         grade = grade_submission(path, Path(work), options)
-    print(f"{path}: visible checks (interface and shapes; the grader also checks values against PyTorch)")
+    print(f"{path}: the students' checks (interface, shapes, values against PyTorch on fixed inputs; seed {options.seed})")
     for note in grade.notes:
         print(f"  note: {note.splitlines()[0]}")
     for r in grade.results:
         print(f"  {'ok  ' if r.passed else 'FAIL'} {r.name}" + ("" if r.passed else f"\n       {r.message.splitlines()[0]}"))
     passed = sum(r.passed for r in grade.results)
-    print(f"{passed}/{len(grade.results)} visible checks pass")
-    return 0
+    print(f"{passed}/{len(grade.results)} checks pass" + ("" if passed == len(grade.results) else
+          "; the grader also runs hidden checks and trains your model"))
+    return 0 if passed == len(grade.results) else 1
 
 
 def deployment_seed() -> int:
@@ -115,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="draws the hidden inputs; recorded in the report (default: $VITKIT_GRADER_SEED, else 0, "
                              "so a deployment can keep its seed out of anything students receive)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: $VITKIT_DATA, else ./data)")
-    parser.add_argument("--rubric", default=None, help="points per check (default: grader/rubric.json)")
+    parser.add_argument("--rubric", default=None, help="a JSON file that changes points or visibility of checks "
+                                                          "(default: the table of grader/checks.py)")
+    parser.add_argument("--rubric-template", action="store_true", help="print every check's points and visibility as a rubric file, and exit")
     parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
     parser.add_argument("--check", action="store_true", help="only the visible checks, for students")
     args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else deployment_seed()
+    if args.rubric_template:
+        print(rubric_template(), end="")
+        return 0
+    # --check prints values drawn from its seed: never the deployment's, which stays secret.
+    seed = args.seed if args.seed is not None else (0 if args.check else deployment_seed())
     options = GradeOptions(training=args.training, device=args.device, seed=seed, data_dir=args.data_dir,
                            rubric=args.rubric, time_limit=args.time_limit, visible_only=args.check,
                            verbose=not args.check).resolved()  # once: every stage reads these
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in submissions:
         if args.check:
             try:
-                check(path, options)
+                status = max(status, check(path, options))
             except SubmissionError as e:
                 print(f"error: {path}: {e}", file=sys.stderr)
                 status = 2

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from grader import jail
-from grader.checks import CHARGED, CHECKS, CheckResult, Context, charge_forbidden, forbidden_in_model, run_checks
+from grader.checklib import CHARGED, CheckResult, Context
+from grader.checks import STUDENT_CHECKS, TEST_CHECKS, charge_forbidden, forbidden_in_model, run_checks
 from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import read_rubric, training_check_names
 from grader.sandbox import PROBES, Limits, Outcome, Sandbox
@@ -29,10 +30,6 @@ from reference.configs import get_recipe
 from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
-# What students see in `make check`: interface and shapes, never the hidden parity inputs.
-VISIBLE_CHECKS = ("attention:function_shapes", "attention:single_head_interface", "multihead:interface",
-                  "feedforward:interface", "residual_block:uses_its_parts", "patchify:indivisible_raises",
-                  "vit:interface", "vit:gradients", "vit:attention_maps")
 TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10")}
 
 
@@ -121,7 +118,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
                   dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped],
                   isolation=list(isolation.layers), visibility=visibility)
-    names = list(VISIBLE_CHECKS) if options.visible_only else list(CHECKS)
+    names = list(STUDENT_CHECKS if options.visible_only else TEST_CHECKS)
     limits = Limits(call_seconds=options.call_seconds)
     ctx = Context(lambda *a: Outcome(False, error="not started", kind="import"), options.seed)
     found = scanned(staged)  # read here, from the source: nothing the student's code can undo
@@ -132,10 +129,11 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
                            "allowed there; the grader checks at run time that the model never calls it")
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as box:
         imported = box.start()
+        ctx.modules = dict((imported.value or {}).get("modules", {})) if isinstance(imported.value, dict) else {}
         if not imported.ok:
             grade.notes.append(f"import failed: {imported.error}")
         else:
-            for module, status in (imported.value or {}).get("modules", {}).items():
+            for module, status in ctx.modules.items():
                 if status != "ok":
                     grade.notes.append(f"{module}.py: {status}")
         ctx.call = box.call

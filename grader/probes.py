@@ -109,7 +109,8 @@ def residual_block(ns: Any, d_model: int, d_hidden: int, x: Tensor) -> dict:
         out = block(x)
         attended = attention(x, x, x)
         mlp_out = mlp(x + attended)
-    return {"out": out, "attended": attended, "mlp_out": mlp_out,
+        other = {"mlp(x)": mlp(x), "mlp(attended)": mlp(attended)}  # for naming a wrong update
+    return {"out": out, "attended": attended, "mlp_out": mlp_out, "other": other,
             "classes": {"attention": _classes(attention), "mlp": _classes(mlp)}}
 
 
@@ -127,8 +128,11 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
         attended = parts["attention"](parts["norm1"](x))
         mlp_out = parts["mlp"](parts["norm2"](x + attended))
         normed = {n: parts[n](x) for n in ("norm1", "norm2")}  # judged by what they compute, not their class
+        after = parts["norm1"](x + parts["attention"](x))  # post-norm, for naming a wrong update
+        other = {"post_norm": parts["norm2"](after + parts["mlp"](after)), "mlp(norm2(x))": parts["mlp"](normed["norm2"]),
+                 "mlp(norm2(attended))": parts["mlp"](parts["norm2"](attended))}
     return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
-            "normed": normed, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
+            "normed": normed, "other": other, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
 
 
 def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import jinja2
 
-from grader.checks import COMPONENTS
+from grader.checks import CHECKS, COMPONENTS
 from grader.grade import Grade
+
+REFERENCE_RESULTS = Path(__file__).resolve().parent.parent / "reference" / "results"
 
 HTML = jinja2.Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Grade: {{ name }}</title>
@@ -27,25 +29,25 @@ img { max-width: 100%; }
 </style></head><body>
 <h1>{{ name }}: {{ "%.2f"|format(grade.score) }} / {{ "%.2f"|format(grade.max_score) }}</h1>
 <p>Kind: {{ grade.kind }} · seed {{ grade.seed }} · graded in {{ "%.1f"|format(grade.seconds) }} s</p>
-{% if grade.isolation %}<h2>Isolation</h2><p>How the student's code was isolated from this machine:</p>
-<ul>{% for line in grade.isolation %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 <h2>Per component</h2>
 <table><tr><th>component</th><th>score</th><th>checks passed</th></tr>
 {% for c in components %}<tr><td>{{ c.name }}</td><td>{{ "%.2f"|format(c.score) }} / {{ "%.2f"|format(c.max) }}</td><td>{{ c.passed }} / {{ c.total }}{% if c.skipped %} ({{ c.skipped }} skipped){% endif %}</td></tr>
 {% endfor %}</table>
-{% if grade.notes %}<h2>Notes</h2><ul>{% for n in grade.notes %}<li><pre>{{ n }}</pre></li>{% endfor %}</ul>{% endif %}
-{% if grade.dropped %}<h2>Dropped from the notebook</h2><p>Only imports, definitions and simple constants are graded.</p>
-<ul>{% for d in grade.dropped %}<li><code>{{ d }}</code></li>{% endfor %}</ul>{% endif %}
 {% if forbidden %}<h2>Library attention found</h2><ul>{% for f in forbidden %}<li><code>{{ f }}</code></li>{% endfor %}</ul>{% endif %}
-<h2>Checks</h2>
-<table><tr><th>check</th><th>points</th><th>result</th></tr>
-{% for r in rows %}<tr><td>{{ r.name }}</td><td>{{ r.points }}</td><td class="{{ r.css }}">{{ r.status }}{% if r.message %}<pre>{{ r.message }}</pre>{% endif %}</td></tr>
+{% if grade.notes %}<h2>Notes</h2><ul>{% for n in grade.notes %}<li><pre>{{ n }}</pre></li>{% endfor %}</ul>{% endif %}
+<h2>Checks</h2><p>Failed checks first. Each says what it tests; the result says what was found.</p>
+<table><tr><th>check</th><th>what it tests</th><th>points</th><th>result</th></tr>
+{% for r in rows %}<tr><td>{{ r.name }}</td><td>{{ r.description }}</td><td>{{ r.points }}</td><td class="{{ r.css }}">{{ r.status }}{% if r.message %}<pre>{{ r.message }}</pre>{% endif %}</td></tr>
 {% endfor %}</table>
 {% for t in training %}<h2>Training: {{ t.recipe }}</h2><p>{{ t.message }}</p>
 {% if t.curves %}<img alt="training curves" src="data:image/png;base64,{{ t.curves }}">{% endif %}
 {% if t.attention %}<img alt="attention map of the first block" src="data:image/png;base64,{{ t.attention }}">{% endif %}
 {% endfor %}
+{% if grade.dropped %}<h2>Dropped from the notebook</h2><p>Only imports, definitions and simple constants are graded.</p>
+<ul>{% for d in grade.dropped %}<li><code>{{ d }}</code></li>{% endfor %}</ul>{% endif %}
 {% if grade.output %}<h2>Output of the submission (tail)</h2><pre>{{ grade.output }}</pre>{% endif %}
+{% if grade.isolation %}<h2>Isolation</h2><p>How the student's code was isolated from the grading machine:</p>
+<ul>{% for line in grade.isolation %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 </body></html>
 """, autoescape=True)
 
@@ -87,16 +89,23 @@ def gradescope_results(grade: Grade) -> dict:
     components = [c for c in COMPONENTS if any(r.component == c for r in grade.results)]
     components += sorted({r.component for r in grade.results} - set(components))
     counters = dict.fromkeys(components, 0)
+    first_with: dict[str, str] = {}  # a message -> the first check that failed with it
     for r in grade.results:
         if r.skipped:
             not_run.append(f"- {_md(r.name)}: {_md(r.message or 'not run')}")
             continue
         counters[r.component] += 1
         score, worth = grade.score_of(r)
+        check = CHECKS.get(r.name)
+        said = r.message or "passed"
+        if not r.passed and r.message:
+            said = f"as in {first_with[r.message]}" if r.message in first_with else r.message
+            first_with.setdefault(r.message, r.name)
         tests.append({
             "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
             "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
-            "output": _md(r.message or "passed"), "output_format": "md", "tags": [r.component],
+            "output": (f"*{_md(check.description)}*\n\n" if check and check.description else "") + _md(said),
+            "output_format": "md", "tags": [r.component],
             "visibility": grade.visibility.get(r.name, "visible"),
         })
     parts = [f"**Score: {grade.score:g} / {grade.max_score:g}**"]
@@ -154,7 +163,19 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _reference_history(recipe: str) -> object:
+    """The reference's run of ``recipe`` (reference/results/results.json), when there is one."""
+    from reference.training import History
+
+    try:
+        run = json.loads((REFERENCE_RESULTS / "results.json").read_text())[recipe]["history"]
+        return History(**{k: v for k, v in run.items() if k in History.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _training_figures(grade: Grade) -> list[dict]:
+    from reference.configs import get_recipe
     from reference.plotting import draw_attention, plot_history
     from reference.training import History
 
@@ -163,22 +184,36 @@ def _training_figures(grade: Grade) -> list[dict]:
         item = {"recipe": run.recipe, "message": run.message, "curves": None, "attention": None}
         if run.history:
             fields = {k: v for k, v in run.history.items() if k in History.__dataclass_fields__}
-            item["curves"] = _png(plot_history(History(**fields), f"{run.recipe}: the training run's own account (accuracy: as the grader measured it)"))
+            item["curves"] = _png(plot_history(History(**fields), f"{run.recipe}: your run (the grader's thresholds dashed)",
+                                               thresholds=get_recipe(run.recipe).thresholds,
+                                               reference=_reference_history(run.recipe)))
         if run.attention is not None and run.image is not None:
             item["attention"] = _png(draw_attention(run.attention, run.image, f"{run.recipe}: attention of your first block"))
         out.append(item)
     return out
 
 
-def render_html(grade: Grade, name: str) -> str:
-    rows = []
+def check_rows(grade: Grade) -> list[dict]:
+    """The checks for people: failed first, then passed, then not run; each with what it tests.
+    A failure repeating an earlier one's message says so instead of repeating it."""
+    order = {"fail": 0, "pass": 1, "skip": 2}
+    rows, first_with = [], {}
     for r in grade.results:
         score, worth = grade.score_of(r)
         status, css = _status(r)
-        rows.append({"name": r.name, "points": f"{score:g} / {worth:g}", "status": status, "css": css,
-                     "message": r.message if not r.passed or r.skipped else ""})
+        message = r.message if not r.passed or r.skipped else ""
+        if css == "fail" and message:
+            message = f"as in {first_with[message]}" if message in first_with else message
+            first_with.setdefault(r.message, r.name)
+        check = CHECKS.get(r.name)
+        rows.append({"name": r.name, "description": check.description if check else "", "points": f"{score:g} / {worth:g}",
+                     "status": status, "css": css, "message": message})
+    return sorted(rows, key=lambda row: order[row["css"]])
+
+
+def render_html(grade: Grade, name: str) -> str:
     forbidden = sorted({f"{c.api} at {c.student_file}:{c.line} in {c.function}" for c in grade.forbidden})
-    return HTML.render(grade=grade, name=name, components=component_table(grade), rows=rows,
+    return HTML.render(grade=grade, name=name, components=component_table(grade), rows=check_rows(grade),
                        forbidden=forbidden, training=_training_figures(grade))
 
 

@@ -1,18 +1,18 @@
-"""The rubric: points per check, from a JSON file (default: grader/rubric.json).
+"""The rubric: points and visibility per check. The table (``grader.checks.CHECKS``) is the
+default; a course changes it with a JSON file (``--rubric``) that names only what it changes.
 
 An entry is a number of points, or ``{"points": 1, "visibility": "after_due_date"}``: when
 Gradescope shows that check to the student (``visible``, ``hidden``, ``after_due_date`` or
-``after_published``; default ``visible``)."""
+``after_published``). Keys starting with ``_`` are comments. ``python -m grader --rubric-template``
+prints the whole table in this form, to start from.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from grader.checklib import VISIBILITIES
 from grader.checks import CHECKS
-from reference.configs import RECIPES
-
-DEFAULT_RUBRIC = Path(__file__).resolve().parent / "rubric.json"
-VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 
 
 class RubricError(ValueError):
@@ -21,11 +21,11 @@ class RubricError(ValueError):
 
 def training_check_names() -> list[str]:
     """``training_<recipe>:<threshold>%`` for every recipe's thresholds."""
-    return [f"training_{r.name}:{round(100 * t)}%" for r in RECIPES.values() for t in r.thresholds]
+    return [n for n, c in CHECKS.items() if c.function is None]
 
 
 def load_rubric(path: str | Path | None = None) -> dict[str, float]:
-    """Points per check name; every check must be listed, with a non-negative number."""
+    """Points per check name."""
     return read_rubric(path)[0]
 
 
@@ -34,9 +34,20 @@ def load_visibility(path: str | Path | None = None) -> dict[str, str]:
     return read_rubric(path)[1]
 
 
+def rubric_template() -> str:
+    """The table as a rubric file: every check with its points and visibility."""
+    return json.dumps({"_comment": "points and visibility per check; a rubric file may list only the checks it changes",
+                       **{n: {"points": c.points, "visibility": c.visibility} for n, c in CHECKS.items()}}, indent=2) + "\n"
+
+
 def read_rubric(path: str | Path | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """(points, visibility) per check name; a RubricError that names every problem."""
-    path = Path(path) if path is not None else DEFAULT_RUBRIC
+    """(points, visibility) per check name: the table, changed by the file at ``path``; a
+    RubricError that names every problem of the file."""
+    points = {n: c.points for n, c in CHECKS.items()}
+    visibility = {n: c.visibility for n, c in CHECKS.items()}
+    if path is None:
+        return points, visibility
+    path = Path(path)
     try:
         raw = json.loads(path.read_text())
     except OSError as e:
@@ -46,18 +57,17 @@ def read_rubric(path: str | Path | None = None) -> tuple[dict[str, float], dict[
     if not isinstance(raw, dict):
         raise RubricError(f"{path}: expected an object of check names to points")
     entries = {k: v for k, v in raw.items() if not k.startswith("_")}
-    points = {k: v.get("points") if isinstance(v, dict) else v for k, v in entries.items()}
-    visibility = {k: v.get("visibility", "visible") if isinstance(v, dict) else "visible" for k, v in entries.items()}
-    known = set(CHECKS) | set(training_check_names())
-    unknown = sorted(set(points) - known)
-    missing = sorted(known - set(points))
-    bad = sorted(k for k, v in points.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0)
-    unseen = sorted(k for k, v in visibility.items() if v not in VISIBILITIES)
-    problems = [f"unknown checks: {', '.join(unknown)}" if unknown else "",
-                f"checks without points: {', '.join(missing)}" if missing else "",
+    given = {k: v.get("points", points.get(k)) if isinstance(v, dict) else v for k, v in entries.items()}
+    shown = {k: v.get("visibility", visibility.get(k)) for k, v in entries.items() if isinstance(v, dict)}
+    unknown = sorted(set(entries) - set(CHECKS))
+    bad = sorted(k for k, v in given.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0)
+    unseen = sorted(k for k, v in shown.items() if v not in VISIBILITIES)
+    problems = [f"unknown checks: {', '.join(unknown)} (python -m grader --rubric-template lists them)" if unknown else "",
                 f"points must be numbers >= 0: {', '.join(bad)}" if bad else "",
                 f"visibility must be one of {', '.join(VISIBILITIES)}: {', '.join(unseen)}" if unseen else ""]
     problems = [p for p in problems if p]
     if problems:
         raise RubricError(f"{path}: " + "; ".join(problems))
-    return {k: float(v) for k, v in points.items()}, visibility
+    points.update({k: float(v) for k, v in given.items()})
+    visibility.update(shown)
+    return points, visibility

@@ -243,7 +243,7 @@ def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_file
     module_files, total = [], 0
     for src in py_files:
         if src.name == "__init__.py":
-            if src.read_text(encoding="utf-8", errors="replace").strip():
+            if _has_code(src.read_text(encoding="utf-8", errors="replace")):
                 notes.append("the submission's __init__.py was not used (the grader imports each module itself)")
             continue
         if not _is_importable_stem(src.stem) or src.stem in RESERVED_STEMS:
@@ -261,7 +261,7 @@ def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_file
         notes.append(f"missing from the submission: {', '.join(missing)}")
     others = sorted(p.name for p in folder.glob("*.ipynb"))
     if others:
-        notes.append(f"notebooks next to the modules were ignored: {', '.join(others)}")
+        notes.append(f"the notebooks ({', '.join(others)}) are not graded: the grader grades the .py modules")
     kind = "directory"
     return StagedSubmission(kind, folder, package_dir, module_files, entry_modules=expected, notes=notes)
 
@@ -675,3 +675,12 @@ def _node_lines(node: ast.stmt, lines: list[str], tree: ast.Module) -> list[str]
     if shares_line:  # `a = 1; train()` on one line: keep only this statement
         return ast.unparse(node).splitlines()
     return lines[start - 1:end]
+
+
+def _has_code(source: str) -> bool:
+    """Whether a module holds more than a docstring (unreadable source counts as code)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return True
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from .training import History
@@ -21,9 +23,17 @@ def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
     return fig
 
 
-def plot_history(history: History, title: str = "", path: str | os.PathLike | None = None) -> Figure:
-    """Training loss per step (and per epoch) and test accuracy per epoch, side by side."""
-    fig = Figure(figsize=(10, 3.6))
+def plot_history(
+    history: History,
+    title: str = "",
+    path: str | os.PathLike | None = None,
+    *,
+    thresholds: Sequence[float] = (),
+    reference: History | None = None,
+) -> Figure:
+    """Training loss per step (and per epoch) and test accuracy per epoch, side by side; with
+    ``thresholds`` (fractions, e.g. 0.94) drawn as lines and a ``reference`` run drawn beside it."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     steps = len(history.step_loss)
     if steps and history.epochs:
@@ -32,8 +42,16 @@ def plot_history(history: History, title: str = "", path: str | os.PathLike | No
     loss_ax.plot(history.epoch, history.train_loss, "o-", label="mean since last evaluation")
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     loss_ax.legend()
-    acc_ax.plot(history.epoch, [100 * a for a in history.test_accuracy], "o-")
+    acc_ax.plot(history.epoch, [100 * a for a in history.test_accuracy], "o-", label="this run")
+    if reference is not None:
+        acc_ax.plot(reference.epoch, [100 * a for a in reference.test_accuracy], "-", color="0.6", label="reference")
+    for threshold in thresholds:
+        acc_ax.axhline(100 * threshold, ls="--", lw=1, color="tab:red")
+        acc_ax.annotate(f"{100 * threshold:g}%", (0, 100 * threshold), xycoords=("axes fraction", "data"),
+                        xytext=(3, 2), textcoords="offset points", color="tab:red", fontsize=8)
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
+    if reference is not None:
+        acc_ax.legend(loc="lower right")
     acc_ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -87,18 +105,20 @@ def draw_attention(weights: Tensor, pixels: Tensor, title: str = "", path: str |
     shown = (pixels[0] if C == 1 else pixels.permute(1, 2, 0)).numpy()  # (H, W) or (H, W, C)
     cmap = "gray" if C == 1 else None
 
-    fig = Figure(figsize=(11, 3.6))
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
     img_ax, over_ax, map_ax = fig.subplots(1, 3)
     img_ax.imshow(shown, cmap=cmap)
     img_ax.set_title("test image")
     over_ax.imshow(shown, cmap=cmap)
     over_ax.imshow(grid.numpy(), cmap="inferno", alpha=0.6, extent=(-0.5, W - 0.5, H - 0.5, -0.5), interpolation="nearest")
-    over_ax.set_title("class token -> patches (block 1)")
+    over_ax.set_title("class token's attention\non the patches")
     for ax in (img_ax, over_ax):
         ax.axis("off")
     im = map_ax.imshow(mean_map.numpy(), cmap="viridis")
-    map_ax.set(title="attention map, block 1 (head mean)", xlabel="key (0 = class)", ylabel="query (0 = class)")
-    fig.colorbar(im, ax=map_ax, fraction=0.046)
+    map_ax.set(title="attention map (mean of heads)", xlabel="key token (0 = class)", ylabel="query token (0 = class)")
+    for axis in (map_ax.xaxis, map_ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # token indices are whole numbers
+    fig.colorbar(im, ax=map_ax, shrink=0.85)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -110,7 +130,7 @@ def plot_attention_heads(model: nn.Module, image: Tensor, path: str | os.PathLik
     heads = weights.size(0)
     cols = min(4, heads)
     rows = math.ceil(heads / cols)
-    fig = Figure(figsize=(3 * cols, 3 * rows))
+    fig = Figure(figsize=(3 * cols, 3 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")

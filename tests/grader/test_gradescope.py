@@ -45,7 +45,7 @@ def test_checks_that_did_not_run_are_listed_not_failed(reference_grade) -> None:
 
 
 def test_visibility_comes_from_the_rubric(reference_grade, tmp_path) -> None:
-    rubric = json.loads((REPO / "grader" / "rubric.json").read_text())
+    rubric = {}  # a rubric file names only what it changes
     rubric["vit:forward"] = {"points": 1, "visibility": "after_due_date"}
     rubric["multihead:one_head"] = {"points": 3, "visibility": "hidden"}
     path = tmp_path / "rubric.json"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from grader.__main__ import main as grader_main
-from grader.checks import CHECKS
+from grader.checks import TEST_CHECKS
 from grader.grade import GradeOptions, grade_submission
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +56,10 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "no_residual": ("blocks.py", [("x = x + self.attention(x, x, x, mask)", "x = self.attention(x, x, x, mask)")], "residual_block"),
     "residual_block_foreign_parts": ("blocks.py", [("self.mlp = FeedForwardBlock(d_model, d_hidden)\n", "self.mlp = nn.Sequential(nn.Linear(d_model, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_model))\n")], "residual_block"),
     "post_norm": ("blocks.py", [(PRE_NORM, POST_NORM)], "transformer_block"),
+    "mlp_sees_block_input": ("blocks.py", [("        x = x + self.attention(x, x, x, mask)\n        x = x + self.mlp(x)\n",
+                                            "        x = x + self.attention(x, x, x, mask) + self.mlp(x)\n")], "residual_block"),
+    "no_mlp_residual": ("blocks.py", [("x = x + self.dropout2(self.mlp(self.norm2(x)))", "x = self.dropout2(self.mlp(self.norm2(x)))")],
+                        "transformer_block"),
     "norm_is_not_layer_norm": ("blocks.py", [("self.norm1 = nn.LayerNorm(d_model)", "self.norm1 = nn.Identity()")], "transformer_block"),
     "rms_norm": ("blocks.py", [("self.norm2 = nn.LayerNorm(d_model)", "self.norm2 = nn.RMSNorm(d_model)")], "transformer_block"),
     "forbidden_torch_layer": ("blocks.py", [("self.attention = MultiHeadSelfAttention(d_model, num_heads, dropout)",
@@ -160,7 +164,7 @@ def test_broken_module_costs_what_it_defines(grades, name):
 def test_every_check_is_caught_by_some_broken_submission(grades):
     caught = {r.name for name, g in grades.items() if name not in ("reference", "template")
               for r in g.results if not r.passed and not r.skipped}
-    assert set(CHECKS) - caught == set()
+    assert set(TEST_CHECKS) - caught == set()
 
 
 def test_messages_say_what_was_found(grades):
@@ -185,8 +189,33 @@ def test_the_commonest_attention_mistakes_are_named(grades, name):
     assert any(CAUSES[name] in m for m in messages), messages
 
 
+# a wrong composite -> which update the message must name
+UPDATES = {"no_residual": ("residual_block", "the attention branch has no residual connection"),
+           "mlp_sees_block_input": ("residual_block", "the MLP is applied to the block's input"),
+           "post_norm": ("transformer_block", "the norms come after the residual additions (post-norm)"),
+           "no_mlp_residual": ("transformer_block", "the MLP branch has no residual connection")}
+
+
+@pytest.mark.parametrize("name", sorted(UPDATES))
+def test_a_wrong_update_is_named(grades, name):
+    component, cause = UPDATES[name]
+    messages = [r.message for r in grades[name].results if r.component == component and not r.passed]
+    assert any(m.startswith(cause) for m in messages), messages
+
+
+def test_an_import_failure_is_named_on_every_check_of_the_module(grades):
+    files = {"feedforward": "blocks.py", "residual_block": "blocks.py", "transformer_block": "blocks.py",
+             "patchify": "vit.py", "vit": "vit.py"}
+    for name in ("syntax_error", "exception_at_import", "hang_at_import"):
+        failed = [r for r in grades[name].results if not r.passed and not r.skipped]
+        broken = IMPORT_BREAKAGES[name][0]
+        assert {r.component for r in failed} == IMPORT_BREAKAGES[name][2]
+        for r in failed:  # vit.py imports blocks.py: its message names the file that broke
+            assert r.message.startswith(f"{files[r.component]} could not be imported") and broken in r.message, r.message
+
+
 def test_a_difference_is_reported_where_it_breaks_the_tolerance():
-    from grader.checks import CheckFailed, compare
+    from grader.checklib import CheckFailed, compare
 
     expected = torch.tensor([100.0, 0.0])
     with pytest.raises(CheckFailed) as failed:
@@ -231,10 +260,14 @@ def test_cli_warns_that_cifar10_on_the_cpu_reaches_only_the_lower_thresholds(tmp
     assert "note: training CIFAR-10 on the CPU" in capsys.readouterr().err
 
 
-def test_check_mode_for_students(capsys):
-    assert grader_main(["--check"]) == 0
+def test_check_mode_for_students(capsys, monkeypatch):
+    monkeypatch.setenv("VITKIT_GRADER_SEED", "1234")  # the deployment's seed never reaches the students' checks
+    assert grader_main(["--check"]) == 1  # the template: a check fails
     out = capsys.readouterr().out
-    assert "FAIL attention:function_shapes" in out and "not implemented yet" in out
+    assert "FAIL attention:function_shapes" in out and "not implemented yet" in out and "seed 0" in out
+    assert grader_main(["--check", str(REPO / "reference")]) == 0
+    out = capsys.readouterr().out
+    assert "ok   attention:function_matches_pytorch" in out and "ok   transformer_block:matches_pytorch" in out
 
 
 ALTERNATIVE = Path(__file__).resolve().parent / "fixtures" / "alternative" / "solution.py"

@@ -11,7 +11,7 @@ import pytest
 
 import grader.__main__ as cli
 from grader.grade import GradeOptions, grade_submission
-from grader.report import summary, write_reports
+from grader.report import check_rows, gradescope_results, render_html, summary, write_reports
 
 REPO = Path(__file__).resolve().parents[2]
 NONE = ["--training", "none"]
@@ -24,6 +24,21 @@ def is_regular(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def reference_grade(tmp_path_factory):
     return grade_submission(REPO / "reference", tmp_path_factory.mktemp("work"), GradeOptions(training="none"))
+
+
+def test_the_report_teaches_failures_first_with_what_each_check_tests(tmp_path):
+    grade = grade_submission(REPO / "student_template", tmp_path / "work", GradeOptions(training="none"))
+    rows = check_rows(grade)
+    order = [row["css"] for row in rows]
+    assert order == sorted(order, key=["fail", "pass", "skip"].index) and order[0] == "fail"
+    assert all(row["description"] for row in rows)
+    not_implemented = [row["message"] for row in rows if row["name"].startswith("attention:function")]
+    assert "not implemented yet" in not_implemented[0] and not_implemented[1:] == ["as in attention:function_shapes"] * 2
+    html = render_html(grade, "template")
+    assert html.index("<h2>Checks</h2>") < html.index("<h2>Isolation</h2>")
+    assert "__init__.py was not used" not in html  # the template's __init__ holds only a docstring
+    tests = gradescope_results(grade)["tests"]
+    assert tests[1]["output"].endswith("as in attention:function\\_shapes") and "softmax" in tests[1]["output"]
 
 
 def test_links_planted_at_the_reports_are_replaced_not_followed(tmp_path, capsys):

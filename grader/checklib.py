@@ -1,0 +1,261 @@
+"""What a hidden check is written with: the ``check`` decorator that enters it in the table
+(its name, points, who sees it), the ``Context`` that talks to the sandbox, and the comparisons.
+
+A check is a pytest test function in ``grader/hidden/`` that takes the ``ctx`` fixture: it draws
+its inputs from ``ctx``'s seeded generator, sends them to the student's code with ``ctx.run`` and
+compares the raw outputs that come back with values computed here (PyTorch's own layers with the
+student's weights copied in, or a composite's specification put together from what its own
+sub-modules returned). It fails by raising ``CheckFailed`` (``expect``, ``compare``) with a
+message the student can act on. Nothing the child says is a verdict.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grader.integrity import ATTENTION, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
+from grader.sandbox import PROBES
+from grader.submission import PACKAGE_NAME
+
+# The interface name a forbidden call happened in -> the component charged for it.
+OWNER = {
+    "scaled_dot_product_attention": "attention", "ScaledDotProductAttention": "attention",
+    "MultiHeadSelfAttention": "multihead", "FeedForwardBlock": "feedforward",
+    "SelfAttentionBlock": "residual_block", "TransformerBlock": "transformer_block",
+    "patchify": "patchify", "VisionTransformer": "vit",
+}
+FILE_OWNER = {"attention.py": "attention", "blocks.py": "transformer_block", "vit.py": "vit"}
+# The module (of the template's layout) that defines each component.
+COMPONENT_MODULE = {"attention": "attention", "multihead": "attention", "feedforward": "blocks",
+                    "residual_block": "blocks", "transformer_block": "blocks", "patchify": "vit", "vit": "vit"}
+CHARGED = (ATTENTION, LIBRARY, REFERENCE, DYNAMIC)  # categories of forbidden calls that cost points
+GELU_FORMS = ("none", "tanh")  # F.gelu's exact form and its tanh approximation: both are GELU
+ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
+
+
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # when Gradescope shows a check
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the table: a check, what it is worth and who sees it."""
+
+    name: str  # "component:check"
+    points: float
+    student: bool = False  # also in `make check`, the students' quick check
+    visibility: str = "visible"  # when Gradescope shows it to the student (VISIBILITIES)
+    description: str = ""  # what it tests, in one line (the test's docstring)
+    function: Callable[..., None] | None = None  # the pytest test; None for the training checks
+
+    @property
+    def component(self) -> str:
+        return self.name.split(":", 1)[0]
+
+
+TABLE: dict[str, Check] = {}  # every hidden check, in the order the modules define them
+
+
+def check(name: str, points: float, *, student: bool = False, visibility: str = "visible") -> Callable:
+    """Enter the decorated test in the table as the check ``name`` ("component:check")."""
+    if ":" not in name or visibility not in VISIBILITIES or points < 0:
+        raise ValueError(f"check {name!r}: the name must be component:check, points >= 0, visibility in {VISIBILITIES}")
+
+    def enter(test: Callable[..., None]) -> Callable[..., None]:
+        known = TABLE.get(name)
+        if known is not None and known.function is not None and known.function.__qualname__ != test.__qualname__:
+            raise ValueError(f"two checks named {name!r}: {known.function.__qualname__} and {test.__qualname__}")
+        description = ((test.__doc__ or "").strip().splitlines() or [""])[0]
+        TABLE[name] = Check(name, float(points), student, visibility, description, test)
+        test.check_name = name  # type: ignore[attr-defined]  # how the runner finds a collected test's row
+        return test
+
+    return enter
+
+
+class CheckFailed(Exception):
+    """A check's verdict: the message says what was wrong."""
+
+
+@dataclass
+class CheckResult:
+    name: str  # "component:check"
+    passed: bool
+    message: str = ""
+    skipped: bool = False  # not run (e.g. no data for training); worth no points either way
+
+    @property
+    def component(self) -> str:
+        return self.name.split(":", 1)[0]
+
+
+@dataclass
+class Context:
+    """What a check needs: a way to call probes, a seeded generator, and what is known so far."""
+
+    call: Callable[..., Any]  # call(probe, *args) -> Outcome
+    seed: int
+    generator: torch.Generator = field(init=False)
+    forbidden: list[ForbiddenCall] = field(default_factory=list)
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # probe values shared by several checks
+    modules: dict[str, str] = field(default_factory=dict)  # the submission's module -> "ok" or why its import failed
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.randn(*shape, generator=self.generator, dtype=dtype)
+
+    def mask(self, t_q: int, t_k: int) -> Tensor:
+        mask = torch.rand(t_q, t_k, generator=self.generator) > 0.4
+        mask[:, 0] = True  # a fully masked row has no defined softmax
+        return mask
+
+    def run(self, probe: str, *args: Any) -> Any:
+        """The probe's value, or CheckFailed with the child's error and the student's traceback."""
+        outcome = self.call(f"{PROBES}:{probe}", *args)
+        self.forbidden += outcome.forbidden_calls
+        if not outcome.ok:
+            trace = f"\n{outcome.student_traceback}" if outcome.student_traceback else ""
+            raise CheckFailed(f"{outcome.error}{trace}")
+        return outcome.value
+
+    def import_failure(self, component: str) -> str | None:
+        """Why the module defining ``component`` could not be imported, when it could not: in the
+        template's layout its own module; in one file (a .py, a notebook), that file."""
+        failed = {m: why for m, why in self.modules.items() if why != "ok"}
+        module = COMPONENT_MODULE.get(component)
+        if module in self.modules:
+            return None if module not in failed else f"{module}.py could not be imported: {failed[module]}"
+        return next((f"{m}.py could not be imported: {why}" for m, why in failed.items()), None)
+
+    def passed(self, component: str) -> bool:
+        """Whether every check of ``component`` run so far passed, and its code used no library attention."""
+        own = [r for r in self.results.values() if r.component == component and not r.skipped]
+        charged = any(forbidden_owner(c) == component for c in self.forbidden if c.category in CHARGED)
+        return bool(own) and all(r.passed for r in own) and not charged
+
+
+def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: float = RTOL,
+            same_nan: bool = False) -> None:
+    """CheckFailed unless ``actual`` is a tensor of ``expected``'s shape and values. With
+    ``same_nan``, NaN is accepted where ``expected`` has NaN too (a spec built from the student's
+    own function inherits its NaN)."""
+    if not isinstance(actual, Tensor):
+        raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    actual, expected = actual.detach().double(), expected.detach().double()
+    if same_nan:
+        both = torch.isnan(actual) & torch.isnan(expected)
+        actual, expected = actual.masked_fill(both, 0.0), expected.masked_fill(both, 0.0)
+    if not torch.isfinite(actual).all():
+        raise CheckFailed(f"{what}: contains NaN or infinity")
+    diff = (actual - expected).abs()
+    tolerance = atol + rtol * expected.abs()
+    if (diff > tolerance).any():  # the element furthest outside its tolerance, not merely the largest difference
+        flat = int((diff - tolerance).argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+        raise CheckFailed(f"{what}: at index {index} got {actual[index].item():.5g}, expected "
+                          f"{expected[index].item():.5g} (difference {diff[index].item():.3g}, tolerance "
+                          f"{tolerance[index].item():.3g} = {atol:g} + {rtol:g} x |expected|)")
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_linear(info: Any, name: str, in_features: int, out_features: int, bias: bool) -> None:
+    expect(isinstance(info, dict), f"`{name}` must be an nn.Linear, found {info}")
+    got = (info["in"], info["out"], info["bias"])
+    expect(got == (in_features, out_features, bias),
+           f"`{name}` must be nn.Linear({in_features}, {out_features}, bias={bias}), "
+           f"found in={got[0]}, out={got[1]}, bias={got[2]}")
+
+
+def is_student_class(classes: Any, name: str) -> bool:
+    """Whether a module described by the child (its classes, most derived first) is, or derives
+    from, the submission's own class ``name``."""
+    return isinstance(classes, list) and any(
+        isinstance(c, list) and len(c) == 2 and str(c[0]).startswith(PACKAGE_NAME + ".") and c[1] == name
+        for c in classes)
+
+
+def layer_norm_affine(x: Tensor, out: Any) -> tuple[Tensor, Tensor] | None:
+    """(weight, bias) when ``out`` is LayerNorm of ``x`` over the last axis with some per-feature
+    affine map, whatever the module's class or parameter names; else None. The affine map is
+    fitted per feature by least squares from the module's own output, then checked."""
+    if not isinstance(out, Tensor) or tuple(out.shape) != tuple(x.shape) or not out.dtype.is_floating_point:
+        return None
+    z = F.layer_norm(x.double(), x.shape[-1:]).reshape(-1, x.shape[-1])  # (N, D)
+    y = out.detach().double().reshape(-1, x.shape[-1])
+    zc, yc = z - z.mean(0), y - y.mean(0)
+    weight = (zc * yc).sum(0) / (zc * zc).sum(0).clamp_min(1e-12)
+    bias = y.mean(0) - weight * z.mean(0)
+    try:
+        compare(y, z * weight + bias, "layer norm")
+    except CheckFailed:
+        return None
+    return weight.float(), bias.float()
+
+
+def compare_any(actual: Any, expected: dict[str, Tensor], what: str) -> str:
+    """``compare`` against each accepted form (e.g. exact and tanh GELU); the name of the closest
+    form that matches, else the failure against the first form."""
+    passing, first = [], None
+    for name, value in expected.items():
+        try:
+            compare(actual, value, what)
+            passing.append(((actual.detach().double() - value.detach().double()).abs().max().item(), name))
+        except CheckFailed as e:
+            first = first or e
+    if not passing:
+        raise first  # type: ignore[misc]
+    return min(passing)[1]
+
+
+def class_name(classes: Any) -> str:
+    return classes[0][1] if isinstance(classes, list) and classes and isinstance(classes[0], list) else str(classes)
+
+
+def copy_to_mha(state: dict[str, Tensor], d_model: int, num_heads: int, bias: bool) -> nn.MultiheadAttention:
+    mha = nn.MultiheadAttention(d_model, num_heads, bias=bias, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([state[f"{p}.weight"] for p in ("w_q", "w_k", "w_v")]))
+        mha.out_proj.weight.copy_(state["w_o.weight"])
+        if bias:
+            mha.in_proj_bias.copy_(torch.cat([state[f"{p}.bias"] for p in ("w_q", "w_k", "w_v")]))
+            mha.out_proj.bias.copy_(state["w_o.bias"])
+    return mha.eval()
+
+
+def need(state: dict[str, Tensor], *keys: str) -> None:
+    missing = [k for k in keys if k not in state]
+    expect(not missing, f"parameters not found where the interface puts them: {', '.join(missing)}")
+
+
+def close(actual: Any, expected: Tensor, same_nan: bool = False) -> bool:
+    """Whether ``compare`` would pass."""
+    try:
+        compare(actual, expected, "", same_nan=same_nan)
+    except CheckFailed:
+        return False
+    return True
+
+
+def check_dropout(ctx: Context, name: str, args: list, x: Tensor) -> None:
+    """The module ``name(*args)``: deterministic in eval mode, random in train mode (its dropout is applied)."""
+    value = ctx.run("dropout_modes", name, args, x)
+    compare(value["eval"][0], value["eval"][1], "eval mode must be deterministic (dropout off)")
+    expect(not torch.allclose(value["train"][0], value["train"][1]),
+           f"with dropout={args[-1]} two forwards in train mode gave the same output: dropout is not applied")
+
+
+def forbidden_owner(call: ForbiddenCall) -> str:
+    """The component charged for a forbidden call: where it was made."""
+    return OWNER.get(call.component_hint) or FILE_OWNER.get(call.student_file, "vit")

@@ -1,0 +1,1 @@
+"""The hidden checks, one pytest test per check (see ``grader.checklib`` for how to write one)."""

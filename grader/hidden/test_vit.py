@@ -1,0 +1,152 @@
+"""Hidden checks of vit.py: patchify in its documented order, and the VisionTransformer against its
+specification (put together from its own parts) and against the reference with its weights, at
+the recipes' real image sizes."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grader.checklib import (
+    Context,
+    check,
+    compare,
+    expect,
+    expect_linear,
+    is_student_class,
+    layer_norm_affine,
+)
+from reference.configs import RECIPES
+
+
+def reference_patches(images: Tensor, p: int) -> Tensor:
+    """The documented order: grid row by row; each patch flattened in (C, P, P) order."""
+    B, C, H, W = images.shape
+    grid = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return grid.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+@check("patchify:one_channel", points=1, student=True)
+def test_patchify_one_channel(ctx: Context) -> None:
+    """patchify cuts (B, 1, H, W) and (B, H, W) images into row-major patches."""
+    images = ctx.randn(2, 1, 28, 28)
+    compare(ctx.run("patchify", images, 7)["out"], reference_patches(images, 7), "patchify((2, 1, 28, 28), 7)")
+    compare(ctx.run("patchify", images[:, 0], 4)["out"], reference_patches(images, 4), "patchify((2, 28, 28), 4), read as C = 1")
+
+
+@check("patchify:three_channels", points=0.5, student=True)
+def test_patchify_three_channels(ctx: Context) -> None:
+    """patchify flattens each patch of a 3-channel image in (C, P, P) order."""
+    for shape, p in (((2, 3, 8, 8), 4), ((1, 3, 6, 12), 3), ((2, 3, 32, 32), 4)):
+        images = ctx.randn(*shape)
+        compare(ctx.run("patchify", images, p)["out"], reference_patches(images, p), f"patchify({shape}, {p}): (C, P, P) order per patch")
+
+
+@check("patchify:indivisible_raises", points=0.5, student=True)
+def test_patchify_indivisible_raises(ctx: Context) -> None:
+    """patchify raises ValueError when the image size is not a multiple of the patch size."""
+    for shape, p in (((1, 1, 28, 28), 5), ((1, 3, 8, 12), 8)):
+        raised = ctx.run("raises_value_error", "patchify", ctx.randn(*shape), p)
+        expect(raised["raised"] == "ValueError",
+               f"patchify({shape}, {p}) must raise ValueError; {'it raised ' + raised['raised'] if raised['raised'] else 'it raised nothing'}")
+
+
+BLOCK_PARTS = ("attention", "multihead", "feedforward", "transformer_block")
+VIT_KWARGS = dict(image_size=8, patch_size=4, in_channels=3, num_classes=5, d_model=16, num_layers=2, num_heads=2, d_hidden=32)
+
+
+def _vit(ctx: Context, kwargs: dict = VIT_KWARGS, batch: int = 3) -> dict:
+    key = f"vit{kwargs['image_size']}x{kwargs['in_channels']}"
+    if key not in ctx.cache:
+        images = ctx.randn(batch, kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+        ctx.cache[key] = (ctx.run("vit", kwargs, images), images)
+    return ctx.cache[key][0]
+
+
+def _vit_spec(value: dict) -> Tensor:
+    """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
+    embedded patches and the blocks' output come from the child, the rest from the weights."""
+    parts, s = value["parts"], value["state"]
+    needed = ("class_token", "pos_embedding", "head.weight", "head.bias")
+    expect(bool(parts) and all(k in s for k in needed) and "normed" in parts,
+           "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
+    affine = layer_norm_affine(parts["blocks_out"], parts["normed"])
+    expect(affine is not None, "norm must compute LayerNorm over the last axis (nn.LayerNorm(d_model), or your own equal to it)")
+    tokens = parts["tokens"]  # (B, N, D)
+    blocks_in = torch.cat([s["class_token"].expand(tokens.size(0), -1, -1), tokens], dim=1) + s["pos_embedding"]
+    compare(parts["blocks_in"], blocks_in, "the blocks' input [class; embedding(patches)] + pos")
+    first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
+    weight, bias = affine  # type: ignore[misc]
+    return F.linear(F.layer_norm(first, first.shape[-1:], weight, bias), s["head.weight"], s["head.bias"])
+
+
+def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor, gelu: str = "none") -> Tensor | None:
+    """The reference ViT with the student's weights and GELU form, when the weights load into it
+    exactly; else None."""
+    from reference.vit import VisionTransformer
+
+    model = VisionTransformer(**kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError):
+        return None
+    for module in model.modules():
+        if isinstance(module, nn.GELU):
+            module.approximate = gelu
+    with torch.no_grad():
+        return model.eval()(images)
+
+
+@check("vit:interface", points=1, student=True)
+def test_vit_interface(ctx: Context) -> None:
+    """VisionTransformer has a linear patch embedding, a class token, a positional embedding and num_layers of your TransformerBlocks, all run in forward."""
+    value = _vit(ctx)
+    expect_linear(value["embedding"], "embedding", 3 * 4 * 4, 16, True)
+    expect(value["shapes"].get("class_token") == [1, 1, 16], f"class_token must be (1, 1, d_model), found {value['shapes'].get('class_token')}")
+    expect(value["shapes"].get("pos_embedding") == [1, 5, 16], f"pos_embedding must be (1, N+1, d_model) = (1, 5, 16), found {value['shapes'].get('pos_embedding')}")
+    students = all(is_student_class(c, "TransformerBlock") for c in value["block_classes"])
+    expect(value["blocks"] == 2 and students, "blocks must be an nn.Sequential of num_layers of your TransformerBlock")
+    expect(value["blocks_ran"] == [0, 1], "forward must run every one of your TransformerBlocks")
+
+
+@check("vit:forward", points=1)
+def test_vit_forward(ctx: Context) -> None:
+    """VisionTransformer computes head(norm(blocks([class; embedding(patches)] + pos))[:, 0]) at the recipes' image sizes.
+
+    On the small ViT and on both recipes' models at their real image sizes (28x28x1, 32x32x3),
+    so that code which behaves differently at those sizes is caught."""
+    # The specified ViT with the student's weights is the expected value only when every part it
+    # is built from passed: a part's own mistake is charged to that part alone.
+    parts_pass = all(ctx.passed(c) for c in (*BLOCK_PARTS, "patchify"))
+    sizes = [(VIT_KWARGS, 3)] + [(dict(vars(r.model)), 2) for r in RECIPES.values()]
+    for kwargs, batch in sizes:
+        value = _vit(ctx, kwargs, batch)
+        images = ctx.cache[f"vit{kwargs['image_size']}x{kwargs['in_channels']}"][1]
+        size = f"{kwargs['in_channels']}x{kwargs['image_size']}x{kwargs['image_size']} images"
+        want = (batch, kwargs["num_classes"])
+        expect(tuple(value["logits"].shape) == want, f"logits shape {tuple(value['logits'].shape)} for {size}, expected (B, num_classes) = {want}")
+        compare(value["eval_logits"], _vit_spec(value), f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
+        expected = _reference_logits(kwargs, value["state"], images, ctx.cache.get("gelu", "none")) if parts_pass else None
+        if expected is not None:
+            compare(value["eval_logits"], expected, f"logits vs the specified ViT with your weights, {size}")
+
+
+@check("vit:gradients", points=0.5, student=True)
+def test_vit_gradients(ctx: Context) -> None:
+    """A gradient reaches every parameter of the VisionTransformer."""
+    missing = _vit(ctx)["no_grad"]
+    if not all(ctx.passed(c) for c in BLOCK_PARTS):
+        missing = [n for n in missing if not n.startswith("blocks.")]  # the blocks' own mistakes are charged to them
+    expect(not missing, f"no gradient reaches: {', '.join(missing[:8])}")
+
+
+@check("vit:attention_maps", points=0.5, student=True)
+def test_vit_attention_maps(ctx: Context) -> None:
+    """attention_maps returns one (B, heads, N+1, N+1) tensor per block."""
+    maps = _vit(ctx)["maps"]
+    expect(isinstance(maps, (list, tuple)) and len(maps) == 2, "attention_maps must return a list with one tensor per block")
+    for i, m in enumerate(maps):
+        expect(isinstance(m, Tensor) and tuple(m.shape) == (3, 2, 5, 5),
+               f"attention map {i}: shape {tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}, expected (B, heads, N+1, N+1) = (3, 2, 5, 5)")
+
+
