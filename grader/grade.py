@@ -30,7 +30,12 @@ from reference.configs import get_recipe
 from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
-TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10")}
+# What --training does per recipe: train it here, or ("checkpoint") measure the weights the student submitted.
+TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10"), "checkpoint": ("mnist", "cifar10")}
+# Submitted weights whose test accuracy beats their training accuracy by more than this were
+# fitted to the test set (a model that learned the task does at least as well on its training data).
+TEST_SET_MARGIN = 0.05
+TRAIN_SAMPLE = 2000  # training images the submitted weights are measured on, for that comparison
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,8 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     training: list[CheckResult] = []
     if not options.visible_only:
         for recipe in options.recipes:
-            run, results = train_submission(staged, ctx, recipe, options, isolation)
+            judge = checkpoint_submission if options.training == "checkpoint" else train_submission
+            run, results = judge(staged, ctx, recipe, options, isolation)
             grade.training.append(run)
             training += results
         trained = set(TRAINING_CHOICES[options.training])
@@ -185,13 +191,9 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         return [CheckResult(n, best >= t, message if best < t else f"reached {100 * best:.2f}%", skipped)
                 for n, t in zip(names, recipe.thresholds)]
 
-    vit_ok = all(ctx.results.get(n, CheckResult(n, False)).passed for n in ("vit:interface", "vit:forward"))
-    if not vit_ok:
-        run.message = "not trained: the VisionTransformer failed vit:interface or vit:forward (it must run your own TransformerBlocks)"
-        return run, verdicts(run.message)
-    cheats = forbidden_in_model(ctx)
-    if cheats:
-        run.message = f"not trained: the model uses {cheats[0].api} ({cheats[0].student_file}:{cheats[0].line}), so it is not your transformer"
+    refused = _not_a_transformer(ctx)
+    if refused:
+        run.message = f"not trained: {refused}"
         return run, verdicts(run.message)
     options = options.resolved()
     try:
@@ -274,21 +276,130 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     return run, verdicts(run.message)
 
 
-def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object, data: object, stats: dict,
-              device: str) -> tuple[float | None, str]:
-    """Test accuracy of ``weights``: the judge child returns logits for the unlabelled test
-    images; the labels never leave this process."""
+def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object, data: ImageDataset, stats: dict,
+              device: str, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> tuple[float | None, str]:
+    """Accuracy of ``weights`` on ``images`` (default: the test split): the judge child returns
+    logits for the images without their labels; the labels never leave this process."""
     if not _is_state(weights):
         return None, "the training run sent something that is not a state_dict"
-    outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, data.test_images, stats["mean"], stats["std"], device)
+    images, labels = (data.test_images, data.test_labels) if images is None else (images, labels)
+    outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, images, stats["mean"], stats["std"], device)
     ctx.forbidden += outcome.forbidden_calls
     if not outcome.ok:
         return None, f"evaluating the weights failed: {outcome.error}"
-    logits, n = outcome.value, len(data.test_labels)
+    logits, n = outcome.value, len(labels)
     if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == n
             and logits.shape[1] == data.num_classes and logits.dtype.is_floating_point):
         return None, f"the model gave logits of shape {tuple(getattr(logits, 'shape', ()))}, expected ({n}, {data.num_classes})"
-    return float((logits.argmax(-1) == data.test_labels).double().mean()), ""
+    return float((logits.argmax(-1) == labels).double().mean()), ""
+
+
+def _not_a_transformer(ctx: Context) -> str | None:
+    """Why the student's ViT cannot earn training points, when it cannot."""
+    if not all(ctx.results.get(n, CheckResult(n, False)).passed for n in ("vit:interface", "vit:forward")):
+        return "the VisionTransformer failed vit:interface or vit:forward (it must run your own TransformerBlocks)"
+    cheats = forbidden_in_model(ctx)
+    if cheats:
+        return f"the model uses {cheats[0].api} ({cheats[0].student_file}:{cheats[0].line}), so it is not your transformer"
+    return None
+
+
+def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, options: GradeOptions,
+                          isolation: jail.Isolation | None = None) -> tuple[TrainingRun, list[CheckResult]]:
+    """Measure the weights the student trained and submitted (``<recipe>.pt``) in the student's own
+    VisionTransformer with the recipe's configuration: test accuracy (labels kept here) decides
+    the thresholds; weights doing clearly better on the test set than on training images earn none."""
+    recipe = get_recipe(name)
+    names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
+    run = TrainingRun(name)
+    file = f"{name}.pt"
+
+    def verdicts(message: str, accuracy: float = 0.0, skipped: bool = False) -> list[CheckResult]:
+        return [CheckResult(n, accuracy >= t, message if accuracy < t else f"reached {100 * accuracy:.2f}%: {message}", skipped)
+                for n, t in zip(names, recipe.thresholds)]
+
+    refused = _not_a_transformer(ctx)
+    path = staged.checkpoints.get(name)
+    if refused or path is None:
+        run.message = f"{file} not graded: {refused}" if refused else (
+            f"no {file} in the submission: save the trained weights with torch.save(model.state_dict(), '{file}') "
+            "(the notebook does) and submit the file next to your modules")
+        return run, verdicts(run.message)
+    options = options.resolved()
+    try:
+        data = _dataset(recipe.dataset, options.data_dir)
+    except (DataNotFoundError, DataFormatError) as e:
+        run.message = f"skipped: {str(e).splitlines()[0]}"
+        return run, verdicts(run.message, skipped=True)
+    gpu = options.device.startswith("cuda")
+    limits = Limits(call_seconds=300.0, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
+                    tree_memory_bytes=12 << 30, threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
+    model_kwargs, stats = asdict(recipe.model), {"mean": list(data.mean), "std": list(data.std)}
+    started, before = time.perf_counter(), len(ctx.forbidden)
+    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
+        judge.start()
+        loaded = judge.call(f"{PROBES}:checkpoint", model_kwargs, str(path))
+        ctx.forbidden += loaded.forbidden_calls
+        weights, why = _checkpoint_weights(loaded, file)
+        accuracy = train_accuracy = None
+        if weights is not None:
+            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device)
+        if accuracy is not None:
+            sample = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(options.seed))[:TRAIN_SAMPLE]
+            train_accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device,
+                                            data.train_images[sample], data.train_labels[sample])
+        if train_accuracy is not None:
+            shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, data.test_images[0], stats["mean"],
+                               stats["std"], options.device)
+            ctx.forbidden += shown.forbidden_calls
+            if shown.ok and _is_map(shown.value, torch.float32):
+                run.attention, run.image = shown.value, data.test_images[0].clone()
+    run.wall_seconds = time.perf_counter() - started
+    during = [c for c in ctx.forbidden[before:] if c.category in CHARGED]
+    if during:
+        run.message = f"not counted: the model used {during[0].api} ({during[0].student_file}:{during[0].line})"
+        return run, [CheckResult(n, False, run.message) for n in names]
+    if train_accuracy is None:
+        run.message = f"{file} not graded: {why}"
+        return run, verdicts(run.message)
+    run.measured = [accuracy]
+    run.message = (f"{100 * accuracy:.2f}% test accuracy, measured by the grader from {file}: the model was trained by the "
+                   f"student, not by the grader ({100 * train_accuracy:.2f}% on {min(TRAIN_SAMPLE, len(data.train_labels))} "
+                   "training images)")
+    if accuracy > train_accuracy + TEST_SET_MARGIN:
+        run.message = (f"{file} not counted: {100 * accuracy:.2f}% on the test set but only {100 * train_accuracy:.2f}% on "
+                       "training images; weights that do better on the test set than on their training data were "
+                       "fitted to the test set (the instructor can look into it)")
+        return run, [CheckResult(n, False, run.message) for n in names]
+    return run, verdicts(run.message, accuracy)
+
+
+def _checkpoint_weights(loaded: Outcome, file: str) -> tuple[dict | None, str]:
+    """The submitted state_dict when it fits the student's model exactly; else None and why."""
+    how = f"save model.state_dict() with torch.save(model.state_dict(), '{file}')"
+    if not loaded.ok:
+        return None, f"it cannot be loaded with torch.load(weights_only=True) ({loaded.error.splitlines()[0]}): {how}"
+    value = loaded.value if isinstance(loaded.value, dict) else {}
+    expected = value.get("expected")
+    if not (isinstance(expected, dict) and all(isinstance(v, list) for v in expected.values())):
+        return None, "the model's parameters could not be listed"
+    state = value.get("state")
+    if not _is_state(state):
+        found = value.get("found", "something else")
+        keys = value.get("keys") if isinstance(value.get("keys"), list) else []
+        return None, f"it holds a {found}{' with keys ' + ', '.join(map(str, keys)) if keys else ''}, not a state_dict: {how}"
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(state[k].shape)} (expected {expected[k]})" for k in expected
+              if k in state and list(state[k].shape) != expected[k]]
+    problems = [f"missing keys: {', '.join(missing[:6])}" if missing else "",
+                f"unexpected keys: {', '.join(extra[:6])}" if extra else "",
+                f"wrong shapes: {'; '.join(shapes[:4])}" if shapes else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        return None, ("its weights do not fit your VisionTransformer built with the recipe's configuration ("
+                      + "; ".join(problems) + "): train the model the notebook builds and save its state_dict")
+    return state, ""
 
 
 @functools.lru_cache(maxsize=2)

@@ -230,6 +230,17 @@ def _normalized(images: Tensor, mean: list[float], std: list[float], device: str
     return (images.to(device).float() / 255 - m) / s
 
 
+def checkpoint(ns: Any, model_kwargs: dict, path: str) -> dict:
+    """The weights in the submitted file ``path``, loaded as data only (``weights_only``), and the
+    names and shapes of the parameters the student's own model has: the grader compares them."""
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {k: list(v.shape) for k, v in ns.VisionTransformer(**model_kwargs).state_dict().items()}
+    if isinstance(loaded, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()):
+        return {"state": {k: v.detach().contiguous() for k, v in loaded.items()}, "expected": expected}
+    keys = sorted(str(k) for k in loaded)[:8] if isinstance(loaded, dict) else []
+    return {"state": None, "found": type(loaded).__name__, "keys": keys, "expected": expected}
+
+
 def logits(ns: Any, model_kwargs: dict, weights: dict, images: Tensor, mean: list[float], std: list[float],
            device: str, batch_size: int = 1000) -> Tensor:
     """The student's model with ``weights``, on unlabelled uint8 ``images`` (N, C, H, W): logits (N, classes)."""

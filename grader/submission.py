@@ -48,6 +48,8 @@ FALLBACK_MODULE = "solution"
 
 MAX_UNPACKED_BYTES = 50 * 1024 * 1024
 MAX_FILES = 500
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the CIFAR-10 recipe's weights are 3.3 MB
+CHECKPOINT_RECIPES = ("mnist", "cifar10")  # <recipe>.pt next to the modules: the weights the notebook saves
 
 # Module names a student's file may not take: they would shadow the grader or libraries.
 RESERVED_STEMS = frozenset(
@@ -95,6 +97,7 @@ class StagedSubmission:
     notes: list[str] = field(default_factory=list)
     cell_spans: list[CellSpan] = field(default_factory=list)
     notebook_name: str | None = None
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # recipe -> its staged weights (<recipe>.pt)
 
     @property
     def package_root(self) -> Path:
@@ -237,7 +240,7 @@ def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_file
         return _stage_single_from_folder(folder, package_dir, max_bytes)
 
     notes: list[str] = []
-    py_files = sorted(p for p in folder.glob("*.py") if p.is_file())
+    py_files = sorted(p for p in folder.glob("*.py") if _regular(p))
     if len(py_files) > max_files:
         raise SubmissionError(f"{folder.name} holds {len(py_files)} .py files, more than {max_files}.")
     module_files, total = [], 0
@@ -263,7 +266,34 @@ def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_file
     if others:
         notes.append(f"the notebooks ({', '.join(others)}) are not graded: the grader grades the .py modules")
     kind = "directory"
-    return StagedSubmission(kind, folder, package_dir, module_files, entry_modules=expected, notes=notes)
+    return StagedSubmission(kind, folder, package_dir, module_files, entry_modules=expected, notes=notes,
+                            checkpoints=_stage_checkpoints(folder, package_dir, notes))
+
+
+def _stage_checkpoints(folder: Path, package_dir: Path, notes: list[str]) -> dict[str, Path]:
+    """``<recipe>.pt`` files next to the modules, copied beside the staged modules (where the
+    child, which alone opens them, can read them); a link or an oversized file is left out."""
+    found = {}
+    for recipe in CHECKPOINT_RECIPES:
+        src = folder / f"{recipe}.pt"
+        if not src.exists() and not src.is_symlink():
+            continue
+        if not _regular(src):
+            notes.append(f"{src.name} was left out: it is not a regular file")
+        elif src.stat().st_size > MAX_CHECKPOINT_BYTES:
+            notes.append(f"{src.name} was left out: {_size(src.stat().st_size)}, more than {_size(MAX_CHECKPOINT_BYTES)}")
+        else:
+            found[recipe] = package_dir / src.name
+            shutil.copyfile(src, found[recipe])
+    return found
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, not a link to one: nothing a submission links to is read."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _stage_single_from_folder(folder: Path, package_dir: Path, max_bytes: int) -> StagedSubmission:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grader import __main__ as cli
-from grader.checklib import TABLE, CheckFailed, Context, check
+from grader.checklib import TABLE, Context
 from grader.checks import CHECKS, COMPONENTS, HIDDEN, STUDENT_CHECKS, TEST_CHECKS, run_checks
 from grader.rubric import RubricError, read_rubric
 

@@ -3,7 +3,6 @@ reference (einops, the tanh GELU, a LayerNorm written by hand with its own param
 graded over five seeds and must all get identical, full scores."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
