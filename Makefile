@@ -54,9 +54,9 @@ template: setup
 handout: setup
 	$(PY) -m course.handout --torch-spec "$(TORCH_SPEC)"
 
-## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR)
+## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR; TRAINING=checkpoint: grade submitted weights, CIFAR-10 too)
 autograder: setup
-	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag)
+	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING))
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup

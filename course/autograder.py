@@ -10,6 +10,9 @@ At the archive's root (Gradescope unpacks it into ``/autograder/source``):
   (``python -m grader.gradescope``), always writing results.json;
 - ``wheels/``: the kit's wheel, built now from this checkout;
 - ``data/mnist/``: the four MNIST files, taken from the data directory now, checked by loading them;
+- with ``--training checkpoint`` (the students submit the weights they trained, so that
+  Gradescope's CPUs can grade CIFAR-10): ``data/cifar10/{train,test}.npz``, the test split and
+  the training images the weights are compared on (``grader.grade.TRAIN_SAMPLE``);
 - ``seed``: the hidden inputs' seed, drawn now (in nothing students receive).
 """
 from __future__ import annotations
@@ -24,7 +27,10 @@ from pathlib import Path
 from course.archive import assignment_name, installed_torch, write_zip
 from course.handout import ASSIGNMENT
 from course.wheel import REPO, build_wheel
-from reference.data import DataFormatError, DataNotFoundError, load_mnist, mnist_files
+import numpy as np
+
+from grader.grade import TRAIN_SAMPLE
+from reference.data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, mnist_files
 
 # Where Gradescope's image gets a CPU-only torch (PyPI's Linux wheel would pull CUDA: gigabytes).
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -80,6 +86,8 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
     (root / "data" / "mnist").mkdir(parents=True)
     for path in files.values():
         shutil.copyfile(path, root / "data" / "mnist" / path.name)
+    if training == "checkpoint":
+        _bundle_cifar10(root / "data" / "cifar10", data_dir)
     build_wheel(root / "wheels")
     (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=TORCH_INDEX))
     (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT))
@@ -89,10 +97,24 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
     return root
 
 
-def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT) -> Path:
+def _bundle_cifar10(folder: Path, data_dir: str | None) -> None:
+    """CIFAR-10's test split and the first TRAIN_SAMPLE training images, as .npz (N, 32, 32, 3)."""
+    try:
+        cifar = load_dataset("cifar10", data_dir)
+    except (DataNotFoundError, DataFormatError) as e:
+        raise BundleError(f"grading submitted weights needs CIFAR-10: {str(e).splitlines()[0]} "
+                          "Set DATA_DIR (make autograder DATA_DIR=...).") from None
+    folder.mkdir(parents=True)
+    for name, images, labels in (("train", cifar.train_images[:TRAIN_SAMPLE], cifar.train_labels[:TRAIN_SAMPLE]),
+                                 ("test", cifar.test_images, cifar.test_labels)):
+        np.savez_compressed(folder / f"{name}.npz", images=images.permute(0, 2, 3, 1).numpy(),
+                            labels=labels.numpy().astype(np.uint8))
+
+
+def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str = "mnist") -> Path:
     """Write ``dist/<assignment>-autograder.zip`` and return its path."""
     with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
-        root = stage(Path(tmp), torch_spec, data_dir)
+        root = stage(Path(tmp), torch_spec, data_dir, training)
         write_zip(dist / f"{assignment}-autograder.zip", root, root)  # files at the zip's root, as Gradescope wants
     return dist / f"{assignment}-autograder.zip"
 
@@ -104,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-spec", default=installed_torch(), help="the torch the image installs (default: the installed version; make: TORCH_SPEC)")
     parser.add_argument("--data-dir", default=None, help="where MNIST is (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's name")
+    parser.add_argument("--training", choices=("mnist", "none", "checkpoint"), default="mnist",
+                        help="mnist: train each submission's ViT on MNIST (default); checkpoint: grade the weights "
+                             "students submit (mnist.pt, cifar10.pt), CIFAR-10 included; none: no training points")
     args = parser.parse_args(argv)
     print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
     try:
-        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment)
+        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

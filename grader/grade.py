@@ -10,6 +10,7 @@ the grader, which alone holds the labels, computes the accuracy and answers the 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
@@ -32,8 +33,9 @@ from reference.training import resolve_device
 
 # What --training does per recipe: train it here, or ("checkpoint") measure the weights the student submitted.
 TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10"), "checkpoint": ("mnist", "cifar10")}
-# Submitted weights whose test accuracy beats their training accuracy by more than this were
-# fitted to the test set (a model that learned the task does at least as well on its training data).
+# Submitted weights whose test accuracy beats their training accuracy by more than this (and by
+# more than three standard errors of the difference) were fitted to the test set: a model that
+# learned the task does at least as well on its training data.
 TEST_SET_MARGIN = 0.05
 TRAIN_SAMPLE = 2000  # training images the submitted weights are measured on, for that comparison
 
@@ -366,7 +368,9 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     run.message = (f"{100 * accuracy:.2f}% test accuracy, measured by the grader from {file}: the model was trained by the "
                    f"student, not by the grader ({100 * train_accuracy:.2f}% on {min(TRAIN_SAMPLE, len(data.train_labels))} "
                    "training images)")
-    if accuracy > train_accuracy + TEST_SET_MARGIN:
+    n_test, n_train = len(data.test_labels), min(TRAIN_SAMPLE, len(data.train_labels))
+    noise = 3 * math.sqrt(accuracy * (1 - accuracy) / n_test + train_accuracy * (1 - train_accuracy) / n_train)
+    if accuracy - train_accuracy > max(TEST_SET_MARGIN, noise):  # beyond what small samples explain
         run.message = (f"{file} not counted: {100 * accuracy:.2f}% on the test set but only {100 * train_accuracy:.2f}% on "
                        "training images; weights that do better on the test set than on their training data were "
                        "fitted to the test set (the instructor can look into it)")

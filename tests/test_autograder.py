@@ -16,7 +16,7 @@ import pytest
 from course import autograder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import check_gradescope_results, make_mnist_dir  # noqa: E402
+from conftest import check_gradescope_results, make_cifar_npz_dir, make_mnist_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXERCISES = ("attention.py", "blocks.py", "vit.py")
@@ -39,8 +39,12 @@ def autograder_root(bundle: Path, where: Path) -> Path:
     return where
 
 
-def run_autograder(root: Path, python: str = sys.executable) -> dict:
-    env = {**os.environ, "VITKIT_AUTOGRADER_ROOT": str(root), "VITKIT_PYTHON": python, "VITKIT_TRAINING": "none"}
+def run_autograder(root: Path, python: str = sys.executable, training: str | None = "none") -> dict:
+    """Run the bundle's run_autograder; ``training`` None keeps the bundle's own choice."""
+    env = {**os.environ, "VITKIT_AUTOGRADER_ROOT": str(root), "VITKIT_PYTHON": python}
+    env.pop("VITKIT_TRAINING", None)
+    if training is not None:
+        env["VITKIT_TRAINING"] = training
     done = subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -147,3 +151,31 @@ def test_without_mnist_the_bundle_is_refused_with_what_to_do(tmp_path: Path) -> 
     with pytest.raises(autograder.BundleError, match="DATA_DIR"):
         autograder.build(tmp_path / "dist", "torch==2.13.0", str(tmp_path / "nothing"))
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+def test_a_bundle_for_submitted_weights_grades_cifar10_on_the_cpu(tmp_path: Path) -> None:
+    """TRAINING=checkpoint: CIFAR-10 (its test split and a training sample) travels in the bundle,
+    and the weights a student submits are measured there, for both recipes."""
+    import torch
+
+    from reference.configs import get_recipe
+
+    data = make_cifar_npz_dir(make_mnist_dir(tmp_path / "data", 64, 16), n_train=96, n_test=32)
+    bundle = autograder.build(tmp_path / "dist", "torch==2.13.0", str(data), training="checkpoint")
+    with zipfile.ZipFile(bundle) as zf:
+        assert {"data/cifar10/train.npz", "data/cifar10/test.npz"} <= set(zf.namelist())
+        assert '--training "${VITKIT_TRAINING:-checkpoint}"' in zf.read("run_autograder").decode()
+    root = autograder_root(bundle, tmp_path / "gradescope")
+    submit_reference(root / "submission")
+    for recipe in ("mnist", "cifar10"):
+        torch.manual_seed(0)
+        torch.save(get_recipe(recipe).model.build().state_dict(), root / "submission" / f"{recipe}.pt")
+    results = run_autograder(root, training=None)
+    assert "measured by the grader from cifar10.pt" in results["output"], results["output"]
+    assert "measured by the grader from mnist.pt" in results["output"]
+
+
+def test_a_bundle_for_submitted_weights_needs_cifar10(tmp_path: Path) -> None:
+    data = make_mnist_dir(tmp_path / "data", 64, 16)
+    with pytest.raises(autograder.BundleError, match="grading submitted weights needs CIFAR-10"):
+        autograder.build(tmp_path / "dist", "torch==2.13.0", str(data), training="checkpoint")
