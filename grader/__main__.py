@@ -1,10 +1,13 @@
 """``python -m grader`` (``make grade``, ``make check``).
 
     python -m grader [SUBMISSION ...] [--out DIR] [--training none|mnist|all|checkpoint] [--device auto|cpu|cuda]
+    python -m grader CLASS_FOLDER [--jobs N] [--force]
     python -m grader --check [SUBMISSION]
 
 A SUBMISSION is a folder laid out like student_template/, one .py file, a .ipynb notebook, or a
-.zip of one of those. Without one, ``python -m grader`` grades reference/ (a self-check) and
+.zip of one of those. A CLASS_FOLDER holds one submission per entry, named by the student; several
+submissions (or a class) also get OUT/gradebook.csv and OUT/index.html, and a re-run skips those
+unchanged since the last one (--force grades them again). Without one, ``python -m grader`` grades reference/ (a self-check) and
 ``--check`` checks student_template/. Reports go to OUT/<name>/ (default grades/<name>/):
 results.json (Gradescope's format) and report.html. A submission that cannot be read or graded
 still gets a results.json (0 points, and why) and the batch goes on; when the grader itself failed,
@@ -22,60 +25,13 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from grader.checks import TEST_CHECKS
+from grader.batch import grade_class, grade_one, is_class_folder, rubric_total, submission_entries, submission_name
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
-from grader.report import summary, write_failure, write_reports
-from grader.rubric import RubricError, load_rubric, rubric_template, training_check_names
+from grader.rubric import RubricError, load_rubric, rubric_template
 from grader.submission import SubmissionError
 from reference.devices import device_argument
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _name(path: Path) -> str:
-    return path.resolve().name.removesuffix(".zip").removesuffix(".ipynb").removesuffix(".py") or "submission"
-
-
-def rubric_total(points: dict[str, float], training: str) -> float:
-    """The points a submission can get with ``--training``: the max_score of one that could not
-    be graded (Gradescope needs a max_score > 0 to record the 0)."""
-    recipes = TRAINING_CHOICES[training]
-    names = [*TEST_CHECKS, *(n for n in training_check_names() if n.split(":")[0].removeprefix("training_") in recipes)]
-    return sum(points.get(n, 0.0) for n in names)
-
-
-def _write_failure(path: Path, out_dir: Path, name: str, max_score: float, output: str, details: str | None = None) -> None:
-    """Leave a results.json that says why ``path`` got no grade; a folder we cannot write is said, not raised."""
-    try:
-        write_failure(out_dir, name, max_score, output, details)
-    except OSError as e:
-        print(f"error: {path}: cannot write the reports to {out_dir}: {e}", file=sys.stderr)
-
-
-def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float) -> bool:
-    """Grade ``path`` into ``out_dir``; False when it could not be read or graded. Never raises
-    (but for KeyboardInterrupt): one submission never stops a batch."""
-    print(f"grading {path} ...", file=sys.stderr, flush=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="grader-") as work:
-            grade = grade_submission(path, Path(work), options)
-        table = summary(grade, name)
-        write_reports(grade, out_dir, name)
-    except SubmissionError as e:  # the message says what is wrong and what to do
-        print(f"error: {path}: {e}", file=sys.stderr)
-        _write_failure(path, out_dir, name, max_score, str(e))
-        return False
-    except Exception as e:  # a bug of the grader, or something the student did that it did not foresee
-        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-        print(f"error: {path}: the grader failed: {reason} (traceback in {out_dir / 'grader-error.txt'})",
-              file=sys.stderr)
-        _write_failure(path, out_dir, name, max_score,
-                       f"the grader failed on this submission: {reason}; the instructor has the details",
-                       traceback.format_exc())
-        return False
-    print(table)
-    print(f"  reports: {out_dir / 'results.json'}, {out_dir / 'report.html'}")
-    return True
 
 
 def check(path: Path, options: GradeOptions) -> int:
@@ -124,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rubric-template", action="store_true", help="print every check's points and visibility as a rubric file, and exit")
     parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
     parser.add_argument("--check", action="store_true", help="only the visible checks, for students")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded side by side (each gets cores/JOBS threads)")
+    parser.add_argument("--force", action="store_true", help="grade again submissions unchanged since the last run")
+    parser.add_argument("--one", action="store_true", help="grade a folder as one submission, even where it looks "
+                                                           "like a class (a folder of submissions)")
     args = parser.parse_args(argv)
     if args.rubric_template:
         print(rubric_template(), end="")
@@ -143,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
               "thresholds (see README); grade CIFAR-10 on a GPU, or the weights students submit (--training checkpoint)", file=sys.stderr)
     default = REPO / ("student_template" if args.check else "reference")
     submissions = args.submissions or [default]
-    status = 0
-    for path in submissions:
-        if args.check:
+    if args.check:
+        status = 0
+        for path in submissions:
             try:
                 status = max(status, check(path, options))
             except SubmissionError as e:
@@ -155,12 +115,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {path}: the grader failed: {type(e).__name__}: {e}; send the instructor this:\n"
                       f"{traceback.format_exc()}", file=sys.stderr)
                 status = 2
-            continue
-        name = _name(path)
-        out_dir = (args.out or REPO / "grades") / name
-        if not grade_one(path, out_dir, name, options, rubric_total(points, args.training)):
-            status = 2
-    return status
+        return status
+    out = args.out or REPO / "grades"
+    total = rubric_total(points, args.training)
+    if len(submissions) == 1 and not args.one and is_class_folder(submissions[0]):
+        submissions = submission_entries(submissions[0])  # a class: one submission per entry
+    elif len(submissions) == 1:
+        row = grade_one(submissions[0], out / submission_name(submissions[0]), submission_name(submissions[0]),
+                        options, total)
+        return 2 if row.status in ("unreadable", "grader-error") else 0
+    if args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    rows = grade_class(submissions, out, options, total, jobs=args.jobs, force=args.force)
+    failed = [r for r in rows if r.status in ("unreadable", "grader-error")]
+    print(f"{len(rows)} submissions: mean {sum(r.score for r in rows) / len(rows):.2f} / {total:g}; "
+          f"{len(failed)} could not be graded; gradebook: {out / 'gradebook.csv'}, overview: {out / 'index.html'}")
+    return 2 if failed else 0
 
 
 def check_main() -> int:

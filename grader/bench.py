@@ -2,11 +2,18 @@
 Prints figures with the device; asserts nothing. Targets from the project's issues:
 all non-training checks of a correct submission in <= 5 s on 2 CPU cores from a cold start (a
 fresh ``python -m grader`` process, the jail included); a correct submission graded end to end
-(all checks, MNIST 94 %, CIFAR-10 70 %) in <= 60 s on one H100.
+(all checks, MNIST 94 %, CIFAR-10 70 %) in <= 60 s on one H100; a class of 32 correct
+submissions (non-training checks) with JOBS=2 on 2 cores in <= 0.6x the time of JOBS=1; with
+``--batch-training K``, K MNIST trainings with JOBS=2 against JOBS=1; with ``--resume N``, a batch
+of N submissions killed halfway and run again loses no row.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also grade end to end with training (default: all on a GPU, none on a CPU)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="auto", type=device_argument)
+    parser.add_argument("--batch", type=int, default=32, help="submissions in the JOBS=1 vs JOBS=2 comparison (0: skip)")
+    parser.add_argument("--batch-training", type=int, default=0, help="also compare JOBS with K MNIST trainings")
+    parser.add_argument("--resume", type=int, default=0, help="kill a batch of N halfway and resume it")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     print(f"\ngrader on {describe_device(device)}, torch {torch.__version__}")
@@ -57,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  non-training checks of reference/, in one process: {grade.score:g}/{grade.max_score:g} points; seconds "
           f"min/median/max {min(seconds):.2f}/{statistics.median(seconds):.2f}/{max(seconds):.2f}")
 
+    if args.batch:
+        compare_jobs(args.batch, "none", args.data_dir)
+    if args.batch_training:
+        compare_jobs(args.batch_training, "mnist", args.data_dir)
+    if args.resume:
+        resume(args.resume)
     training = args.training or ("all" if device.type == "cuda" else "none")
     if training == "none":
         print("  end to end with training: skipped on the CPU (pass --training mnist or all)")
@@ -71,6 +87,55 @@ def main(argv: list[str] | None = None) -> int:
     for run in grade.training:
         print(f"    {run.recipe}: {run.message}")
     return 0
+
+
+def a_class(root: Path, n: int) -> Path:
+    """``n`` copies of the reference's exercise modules, one folder per student."""
+    for i in range(n):
+        (root / f"student{i:03d}").mkdir(parents=True)
+        for name in ("attention.py", "blocks.py", "vit.py"):
+            shutil.copy(REPO / "reference" / name, root / f"student{i:03d}" / name)
+    return root
+
+
+def compare_jobs(n: int, training: str, data_dir: str | None) -> None:
+    """A class of ``n`` correct submissions graded with JOBS=1 and with JOBS=2 (fresh processes)."""
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        klass = a_class(Path(tmp) / "class", n)
+        for jobs in (1, 2):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "grader", str(klass), "--training", training, "--jobs", str(jobs),
+                            "--out", str(Path(tmp) / f"out{jobs}"), *(["--data-dir", data_dir] if data_dir else [])],
+                           capture_output=True, cwd=REPO)
+            seconds[jobs] = time.perf_counter() - start
+            with open(Path(tmp) / f"out{jobs}" / "gradebook.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            full = sum(r["total"] == r["max"] for r in rows)
+            print(f"  a class of {n} correct submissions (training={training}), JOBS={jobs}: {seconds[jobs]:.1f} s, "
+                  f"{len(rows)} rows, {full} at full marks")
+    target = "   (target: <= 0.6 for non-training checks on 2 cores)" if training == "none" else ""
+    print(f"    JOBS=2 / JOBS=1 time: {seconds[2] / seconds[1]:.2f}; throughput x{seconds[1] / seconds[2]:.2f}{target}")
+
+
+def resume(n: int) -> None:
+    """A batch of ``n`` killed once half its submissions are graded, then run again: no row lost."""
+    with tempfile.TemporaryDirectory() as tmp:
+        klass, out = a_class(Path(tmp) / "class", n), Path(tmp) / "out"
+        command = [sys.executable, "-m", "grader", str(klass), "--training", "none", "--jobs", "2", "--out", str(out)]
+        run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # its workers too are killed below
+        while run.poll() is None and len(list(out.glob("*/grade.json"))) < n // 2:
+            time.sleep(0.5)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        graded = len(list(out.glob("*/grade.json")))
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, capture_output=True)
+        with open(out / "gradebook.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        print(f"  a batch of {n} killed after {graded} submissions, then resumed: {len(rows)} rows "
+              f"({sum(r['status'] == 'ok' for r in rows)} ok), the rest graded in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

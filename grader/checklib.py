@@ -103,6 +103,7 @@ class Context:
     results: dict[str, CheckResult] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # probe values shared by several checks
     modules: dict[str, str] = field(default_factory=dict)  # the submission's module -> "ok" or why its import failed
+    failures: list[str] = field(default_factory=list)  # the kind of every failed call (sandbox.KINDS)
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -120,6 +121,7 @@ class Context:
         outcome = self.call(f"{PROBES}:{probe}", *args)
         self.forbidden += outcome.forbidden_calls
         if not outcome.ok:
+            self.failures.append(outcome.kind)
             trace = f"\n{outcome.student_traceback}" if outcome.student_traceback else ""
             raise CheckFailed(f"{outcome.error}{trace}")
         return outcome.value

@@ -53,6 +53,7 @@ class GradeOptions:
     visible_only: bool = False  # make check: the visible subset, no training, no points
     time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
+    threads: int | None = None  # a training child's CPU threads; None: every core (JOBS workers share them out)
     verbose: bool = False  # say on stderr when long work (training) starts
 
     @property
@@ -97,6 +98,7 @@ class Grade:
     output: str = ""  # the tail of the student's stdout/stderr
     isolation: list[str] = field(default_factory=list)  # one line per isolation layer: on, or off and why
     visibility: dict[str, str] = field(default_factory=dict)  # check -> when Gradescope shows it (the rubric)
+    status: str = "ok"  # "timeout" or "crashed" when the student's code hit a time limit or crashed somewhere
 
     def score_of(self, result: CheckResult) -> tuple[float, float]:
         """(score, max) of one check; a skipped check is worth nothing either way."""
@@ -160,6 +162,8 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
                 training.append(CheckResult(name, False, f"not run (TRAINING={options.training})", skipped=True))
     charge_forbidden(ctx)  # again: calls made while training count too
     grade.results = list(ctx.results.values()) + training
+    kinds = set(ctx.failures)
+    grade.status = "timeout" if "timeout" in kinds else "crashed" if kinds & {"crash", "memory"} else "ok"
     grade.forbidden = ctx.forbidden
     grade.seconds = time.perf_counter() - start
     return grade
@@ -206,7 +210,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
 
     device, time_limit = options.device, options.time_limit
     gpu = device.startswith("cuda")
-    threads = 1 if gpu else (os.cpu_count() or 1)
+    threads = 1 if gpu else (options.threads or os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
                     memory_bytes=None if gpu else 16 << 30, tree_memory_bytes=12 << 30, threads=threads, gpu=gpu)
     show = options.verbose
@@ -246,6 +250,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                                    recipe.target_accuracy, time_limit], on_ask=measure, on_update=progress)
         run.wall_seconds = time.perf_counter() - started
         ctx.forbidden += outcome.forbidden_calls
+        if not outcome.ok:
+            ctx.failures.append(outcome.kind)
         value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
         run.history = checked_history(value.get("history") if outcome.ok else outcome.update)
         weights = value.get("weights")
@@ -335,7 +341,7 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
         return run, verdicts(run.message, skipped=True)
     gpu = options.device.startswith("cuda")
     limits = Limits(call_seconds=300.0, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
-                    tree_memory_bytes=12 << 30, threads=1 if gpu else (os.cpu_count() or 1), gpu=gpu)
+                    tree_memory_bytes=12 << 30, threads=1 if gpu else (options.threads or os.cpu_count() or 1), gpu=gpu)
     model_kwargs, stats = asdict(recipe.model), {"mean": list(data.mean), "std": list(data.std)}
     started, before = time.perf_counter(), len(ctx.forbidden)
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:

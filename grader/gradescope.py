@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grader.__main__ import deployment_seed, grade_one, rubric_total
+from grader.__main__ import deployment_seed
+from grader.batch import grade_one, rubric_total
 from grader.grade import TRAINING_CHOICES, GradeOptions
 from grader.report import write_failure
 from grader.rubric import RubricError, load_rubric

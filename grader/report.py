@@ -266,7 +266,7 @@ def _real_dir(path: Path) -> None:
     path.mkdir(parents=True)  # no exist_ok: whatever appeared here meanwhile is an error, not used
 
 
-def _write_new(path: Path, text: str) -> None:
+def write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` as a new file: a fresh name that nobody could have planted,
     renamed onto ``path`` (a rename replaces a link there, never its target)."""
     if _is_real_dir(path):
@@ -287,17 +287,17 @@ def write_reports(grade: Grade, out_dir: Path, name: str) -> None:
     results, html = json.dumps(gradescope_results(grade), indent=2) + "\n", render_html(grade, name)
     _real_dir(out_dir)
     _remove(out_dir / "grader-error.txt")
-    _write_new(out_dir / "results.json", results)
-    _write_new(out_dir / "report.html", html)
+    write_new(out_dir / "results.json", results)
+    write_new(out_dir / "report.html", html)
 
 
 def write_failure(out_dir: Path, name: str, max_score: float, output: str, details: str | None = None) -> None:
     """Reports for a submission that could not be graded; ``details`` (a traceback, for the
     instructor) goes to grader-error.txt."""
     _real_dir(out_dir)
-    _write_new(out_dir / "results.json", json.dumps(failure_results(max_score, output), indent=2) + "\n")
-    _write_new(out_dir / "report.html", FAILURE_HTML.render(name=name, max_score=max_score, output=output))
+    write_new(out_dir / "results.json", json.dumps(failure_results(max_score, output), indent=2) + "\n")
+    write_new(out_dir / "report.html", FAILURE_HTML.render(name=name, max_score=max_score, output=output))
     if details is None:
         _remove(out_dir / "grader-error.txt")
     else:
-        _write_new(out_dir / "grader-error.txt", details)
+        write_new(out_dir / "grader-error.txt", details)
