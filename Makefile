@@ -18,7 +18,7 @@ FORCE ?=
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup jail test test-fast reference template handout autograder bench theory grade check clean
+.PHONY: setup jail slurm test test-fast reference template handout autograder bench theory grade check clean
 
 setup: $(if $(strip $(VENV)),$(VENV)/.installed)
 
@@ -35,6 +35,14 @@ jail:
 		(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
 		&& echo "bubblewrap: installed $$(bwrap --version)" || echo "bubblewrap: could not be installed"; \
 	else echo "bubblewrap: not installed; install it (e.g. apt-get install bubblewrap) to isolate student code"; fi
+
+## slurm: install Slurm and munge (Debian/Ubuntu, as root), with which the tests start a one-node cluster; says so otherwise
+slurm:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then echo "slurm: $$(slurmctld -V)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null)) \
+		&& echo "slurm: installed $$(slurmctld -V)" || echo "slurm: could not be installed (the Slurm test skips)"; \
+	else echo "slurm: not installed; the Slurm test skips (apt-get install slurm-wlm munge)"; fi
 
 ## test: the whole test suite (tests that need the real data skip without it; set DATA_DIR or VITKIT_DATA)
 test: setup

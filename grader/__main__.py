@@ -62,10 +62,8 @@ def deployment_seed() -> int:
         raise SystemExit(f"error: VITKIT_GRADER_SEED={text!r} is not an integer") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("submissions", nargs="*", type=Path, help="default: reference/ (or student_template/ with --check)")
+def add_grading_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to grade (shared with ``python -m grader slurm``)."""
     parser.add_argument("--out", type=Path, default=None, help="reports go to OUT/<name>/ (default grades/<name>/)")
     parser.add_argument("--training", choices=list(TRAINING_CHOICES), default="mnist",
                         help="train the student's ViT here on mnist, on all recipes, or none; checkpoint: measure "
@@ -77,8 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data directory (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--rubric", default=None, help="a JSON file that changes points or visibility of checks "
                                                           "(default: the table of grader/checks.py)")
-    parser.add_argument("--rubric-template", action="store_true", help="print every check's points and visibility as a rubric file, and exit")
     parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["slurm"]:  # python -m grader slurm CLASS: the same grading, as Slurm jobs
+        from grader.slurm import main as slurm_main
+
+        return slurm_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("submissions", nargs="*", type=Path, help="default: reference/ (or student_template/ with --check)")
+    add_grading_options(parser)
+    parser.add_argument("--rubric-template", action="store_true", help="print every check's points and visibility as a rubric file, and exit")
     parser.add_argument("--check", action="store_true", help="only the visible checks, for students")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded side by side (each gets cores/JOBS threads)")
     parser.add_argument("--force", action="store_true", help="grade again submissions unchanged since the last run")

@@ -171,7 +171,7 @@ def grade_key(path: Path, options: GradeOptions, kit: str) -> str:
     return digest.hexdigest()
 
 
-def _reused(out_dir: Path, key: str) -> Row | None:
+def reused_row(out_dir: Path, key: str) -> Row | None:
     """The row of the last run when it graded the same thing (OUT/<name>/grade.json)."""
     try:
         saved = json.loads((out_dir / KEY_FILE).read_text())
@@ -182,7 +182,7 @@ def _reused(out_dir: Path, key: str) -> Row | None:
     return None
 
 
-def _grade_entry(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float, key: str) -> Row:
+def grade_entry(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float, key: str) -> Row:
     """One submission of a class, in a worker: graded quietly, its key saved with its row."""
     row = grade_one(path, out_dir, name, options, max_score, quiet=True)
     try:
@@ -210,7 +210,7 @@ def grade_class(paths: list[Path], out: Path, options: GradeOptions, max_score: 
     todo = []
     for i, (path, name) in enumerate(zip(paths, names)):
         key = grade_key(path, options, kit) if path.exists() else ""
-        reused = None if force or not key else _reused(out / name, key)
+        reused = None if force or not key else reused_row(out / name, key)
         if reused is not None:
             rows[i] = reused
         else:
@@ -228,12 +228,12 @@ def grade_class(paths: list[Path], out: Path, options: GradeOptions, max_score: 
 
     if jobs == 1:
         for i, path, name, key in todo:
-            finished(i, _grade_entry(path, out / name, name, options, max_score, key))
+            finished(i, grade_entry(path, out / name, name, options, max_score, key))
     else:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of this one is shared
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                                                     initargs=(options.threads,)) as pool:
-            futures = {pool.submit(_grade_entry, path, out / name, name, options, max_score, key): (i, name)
+            futures = {pool.submit(grade_entry, path, out / name, name, options, max_score, key): (i, name)
                        for i, path, name, key in todo}
             for future in concurrent.futures.as_completed(futures):
                 i, name = futures[future]

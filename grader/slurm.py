@@ -1,0 +1,188 @@
+"""``python -m grader slurm CLASS``: grade a class on a Slurm cluster, past one machine.
+
+Writes ``OUT/slurm/``: ``manifest.tsv`` (each submission's output name, grade key and path),
+``grade.sbatch`` (a job array: each task grades a chunk of submissions into ``OUT/<name>/``, as
+``make grade`` does, skipping those unchanged since the last run) and ``merge.sbatch`` (run after
+the array, whatever its tasks did: ``OUT/gradebook.csv`` and ``OUT/index.html``; a submission
+whose task did not finish gets a row that says so). ``--submit`` submits both (``sbatch``, the
+merge job with ``--dependency=afterany``); ``--wait`` waits for the merge job.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from grader.batch import (Row, grade_entry, grade_key, is_class_folder, kit_version, reused_row, rubric_total,
+                          submission_entries, unique_names, write_gradebook, write_index)
+from grader.grade import GradeOptions
+from grader.rubric import RubricError, load_rubric
+
+GRADE_OPTIONS = ("training", "device", "seed", "data_dir", "rubric", "time_limit")
+
+
+def _options(args: argparse.Namespace, threads: int | None = None) -> GradeOptions:
+    return GradeOptions(training=args.training, device=args.device, seed=args.seed or 0, data_dir=args.data_dir,
+                        rubric=args.rubric, time_limit=args.time_limit, threads=threads)
+
+
+def _flags(args: argparse.Namespace) -> list[str]:
+    """The grading options again, as the tasks' command line."""
+    flags = []
+    for name in GRADE_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(Path(value).resolve()) if name in ("data_dir", "rubric") else str(value)]
+    return flags
+
+
+def read_manifest(path: Path) -> list[tuple[str, str, Path]]:
+    """(name, key, submission) per line of manifest.tsv."""
+    rows = []
+    for line in path.read_text().splitlines():
+        name, key, submission = line.split("\t", 2)
+        rows.append((name, key, Path(submission)))
+    return rows
+
+
+def write_jobs(args: argparse.Namespace, paths: list[Path], out: Path) -> tuple[Path, Path]:
+    """manifest.tsv, grade.sbatch and merge.sbatch in ``out/slurm/``."""
+    folder = out / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    kit, options = kit_version(), _options(args)  # not resolved here: the login node may have no GPU
+    with open(folder / "manifest.tsv", "w") as f:
+        for name, path in zip(unique_names(paths), paths):
+            f.write(f"{name}\t{grade_key(path, options, kit)}\t{path.resolve()}\n")
+    tasks = math.ceil(len(paths) / args.chunk)
+    python, flags = shlex.quote(sys.executable), " ".join(shlex.quote(f) for f in _flags(args))
+    resources = [f"#SBATCH --cpus-per-task={args.cpus_per_task}"]
+    resources += [f"#SBATCH --gpus={args.gpus}"] if args.gpus else []
+    resources += [f"#SBATCH --partition={args.partition}"] if args.partition else []
+    resources += [f"#SBATCH --time={args.time}"] if args.time else []
+    resources += [f"#SBATCH --mem={args.mem}"] if args.mem else []
+    grade = folder / "grade.sbatch"
+    grade.write_text("\n".join([
+        "#!/bin/bash", "#SBATCH --job-name=vitkit-grade", f"#SBATCH --array=0-{tasks - 1}", *resources,
+        f"#SBATCH --output={folder}/task-%a.log",
+        f"# {len(paths)} submissions, {args.chunk} per task; each task grades its chunk into {out}/<name>/",
+        f'exec {python} -m grader.slurm task {shlex.quote(str(folder / "manifest.tsv"))} --index "$SLURM_ARRAY_TASK_ID" '
+        f"--chunk {args.chunk} --out {shlex.quote(str(out))} {flags}", ""]))
+    merge = folder / "merge.sbatch"
+    merge.write_text("\n".join([
+        "#!/bin/bash", "#SBATCH --job-name=vitkit-merge", "#SBATCH --cpus-per-task=1",
+        *([f"#SBATCH --partition={args.partition}"] if args.partition else []), f"#SBATCH --output={folder}/merge.log",
+        f"exec {python} -m grader.slurm merge {shlex.quote(str(folder / 'manifest.tsv'))} --chunk {args.chunk} --out {shlex.quote(str(out))} {flags}",
+        ""]))
+    return grade, merge
+
+
+def _sbatch(*args: str) -> str:
+    """``sbatch --parsable ARGS``: the job id; a SystemExit with sbatch's own words otherwise."""
+    try:
+        done = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("error: sbatch not found: run this on a Slurm login node, or without --submit and "
+                         "submit the scripts there") from None
+    if done.returncode != 0:
+        raise SystemExit(f"error: sbatch failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip().split(";")[0]
+
+
+def submit_main(args: argparse.Namespace) -> int:
+    path = args.klass
+    if not path.is_dir():
+        print(f"error: {path} is not a folder of submissions", file=sys.stderr)
+        return 2
+    paths = submission_entries(path) if is_class_folder(path) else [path]
+    out = (args.out or Path("grades")).resolve()
+    if args.seed is None:
+        from grader.__main__ import deployment_seed
+
+        args.seed = deployment_seed()
+    grade, merge = write_jobs(args, paths, out)
+    print(f"wrote {grade} and {merge} for {len(paths)} submissions")
+    if not args.submit:
+        print(f"submit them with: job=$(sbatch --parsable {grade}); sbatch --dependency=afterany:$job {merge}")
+        return 0
+    job = _sbatch(str(grade))
+    merged = _sbatch(f"--dependency=afterany:{job}", *(["--wait"] if args.wait else []), str(merge))
+    print(f"submitted: grading job {job} (array), merge job {merged}; the gradebook will be {out / 'gradebook.csv'}")
+    return 0
+
+
+def task_main(args: argparse.Namespace) -> int:
+    """One array task: its chunk of the manifest, graded (or skipped when unchanged)."""
+    entries = read_manifest(args.manifest)[args.index * args.chunk:(args.index + 1) * args.chunk]
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or None  # the task's share of its node
+    options = _options(args, threads).resolved()
+    total = rubric_total(load_rubric(args.rubric), args.training)
+    for name, key, path in entries:
+        if not args.force and reused_row(args.out / name, key) is not None:
+            print(f"{name}: unchanged since the last run", flush=True)
+            continue
+        row = grade_entry(path, args.out / name, name, options, total, key)
+        print(f"{name}: {row.score:g} / {row.max_score:g} {row.status}", flush=True)
+    return 0
+
+
+def merge_main(args: argparse.Namespace) -> int:
+    """After the array: the gradebook and the index page from every submission's saved row."""
+    rows = []
+    for i, (name, key, _path) in enumerate(read_manifest(args.manifest)):
+        row = reused_row(args.out / name, key)
+        rows.append(dataclasses.replace(row, reused=False) if row is not None else
+                    Row(name, "grader-error", message=f"its Slurm task did not finish (see slurm/task-{i // args.chunk}.log)"))
+    write_gradebook(rows, args.out)
+    write_index(rows, args.out)
+    print(f"{len(rows)} rows in {args.out / 'gradebook.csv'} ({sum(r.status == 'grader-error' for r in rows)} not graded)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from grader.__main__ import add_grading_options
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m grader slurm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step")
+    if not argv or argv[0] not in ("task", "merge"):
+        parser = argparse.ArgumentParser(prog="python -m grader slurm", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("klass", type=Path, metavar="CLASS", help="a folder with one submission per entry")
+        add_grading_options(parser)
+        parser.add_argument("--chunk", type=int, default=1, help="submissions per array task (default 1)")
+        parser.add_argument("--cpus-per-task", type=int, default=2)
+        parser.add_argument("--gpus", type=int, default=0, help="GPUs per task (--device cuda trains there)")
+        parser.add_argument("--partition", default=None)
+        parser.add_argument("--time", default=None, help="Slurm time limit per task, e.g. 00:30:00")
+        parser.add_argument("--mem", default=None, help="memory per task, e.g. 16G")
+        parser.add_argument("--submit", action="store_true", help="submit the jobs with sbatch")
+        parser.add_argument("--wait", action="store_true", help="with --submit: return when the gradebook is written")
+        args = parser.parse_args(argv)
+        if args.chunk < 1 or args.cpus_per_task < 1:
+            parser.error("--chunk and --cpus-per-task must be at least 1")
+        try:
+            load_rubric(args.rubric)
+        except RubricError as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        return submit_main(args)
+    for step in ("task", "merge"):
+        sub = steps.add_parser(step)
+        sub.add_argument("manifest", type=Path)
+        sub.add_argument("--index", type=int, default=0)
+        sub.add_argument("--chunk", type=int, default=1)
+        sub.add_argument("--force", action="store_true")
+        add_grading_options(sub)
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    return task_main(args) if args.step == "task" else merge_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""python -m grader slurm: a class graded as a Slurm job array and a merge job, on a real
+one-node cluster (Debian's slurm-wlm and munge, started here; skipped, saying why, where they
+cannot be installed or started), and its scripts, tasks and merge without one."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import __main__ as cli
+
+REPO = Path(__file__).resolve().parents[2]
+ALTERNATIVE = Path(__file__).resolve().parent / "fixtures" / "alternative" / "solution.py"
+
+
+@pytest.fixture
+def klass(tmp_path: Path) -> Path:
+    root = tmp_path / "class"
+    for student in ("alice", "erin"):
+        (root / student).mkdir(parents=True)
+        for name in ("attention.py", "blocks.py", "vit.py"):
+            shutil.copy(REPO / "reference" / name, root / student / name)
+    (root / "bob.py").write_text(ALTERNATIVE.read_text())
+    (root / "carol.zip").write_bytes(b"not a zip" * 10)
+    return root
+
+
+def gradebook(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "gradebook.csv", newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def test_the_scripts_ask_for_what_the_options_say_and_a_lost_task_is_a_row(klass: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["slurm", str(klass), "--out", str(out), "--training", "none", "--chunk", "3", "--cpus-per-task", "4",
+                     "--gpus", "1", "--partition", "gpu", "--time", "00:20:00", "--seed", "7"]) == 0
+    grade = (out / "slurm" / "grade.sbatch").read_text()
+    for line in ("#SBATCH --array=0-1", "#SBATCH --cpus-per-task=4", "#SBATCH --gpus=1", "#SBATCH --partition=gpu",
+                 "#SBATCH --time=00:20:00", "--training none", "--seed 7"):
+        assert line in grade
+    assert "sbatch --dependency=afterany:" in capsys.readouterr().out
+    manifest = (out / "slurm" / "manifest.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in manifest] == ["alice", "bob", "carol", "erin"]
+    # task 0 runs (alice, bob, carol); task 1 (erin) is lost: the merge still writes every row
+    assert cli.main(["slurm", "task", str(out / "slurm" / "manifest.tsv"), "--index", "0", "--chunk", "3",
+                     "--out", str(out), "--training", "none"]) == 0
+    assert cli.main(["slurm", "merge", str(out / "slurm" / "manifest.tsv"), "--chunk", "3", "--out", str(out),
+                     "--training", "none"]) == 0
+    book = gradebook(out)
+    assert book["alice"]["status"] == "ok" and book["alice"]["total"] == book["alice"]["max"] == book["bob"]["total"]
+    assert book["carol"]["status"] == "unreadable" and book["erin"]["status"] == "grader-error"
+    assert "alice/report.html" in (out / "index.html").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """munged, slurmctld and slurmd from a minimal one-node slurm.conf, as root; stopped afterwards."""
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "sinfo") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed here ({', '.join(missing)} missing): make slurm (apt-get install slurm-wlm munge)")
+    if os.geteuid() != 0 or not Path("/etc/munge/munge.key").is_file():
+        pytest.skip("a one-node Slurm cluster is started here as root, with munge's key in /etc/munge/munge.key")
+    root = tmp_path_factory.mktemp("slurm")
+    host = socket.gethostname().split(".")[0]
+    socket_path = root / "munge.socket"
+    for folder in ("state", "spool"):
+        (root / folder).mkdir()
+    conf = root / "slurm.conf"
+    conf.write_text("\n".join([
+        "ClusterName=vitkit", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
+        f"AuthInfo=socket={socket_path}", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU", "MpiDefault=none", "ReturnToService=2",
+        f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool", f"SlurmctldPidFile={root}/slurmctld.pid",
+        f"SlurmdPidFile={root}/slurmd.pid", f"SlurmctldLogFile={root}/slurmctld.log", f"SlurmdLogFile={root}/slurmd.log",
+        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}", "JobCompType=jobcomp/none",
+        f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN", "PartitionName=grading Nodes=ALL Default=YES State=UP", ""]))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    started = [subprocess.run(["munged", "--force", f"--socket={socket_path}", f"--pid-file={root}/munged.pid",
+                               f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed"], capture_output=True, text=True),
+               subprocess.run(["slurmctld", "-f", str(conf)], capture_output=True, text=True, env=env),
+               subprocess.run(["slurmd", "-f", str(conf)], capture_output=True, text=True, env=env)]
+    state, deadline = "", time.monotonic() + 30
+    while state != "idle" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout.strip()
+    try:
+        if state != "idle":
+            said = " | ".join(p.stderr.strip() for p in started if p.stderr.strip())
+            logs = " ".join((root / log).read_text()[-300:] for log in ("slurmctld.log", "slurmd.log") if (root / log).exists())
+            pytest.skip(f"the one-node Slurm cluster did not start (node state {state!r}): {said} {logs}")
+        yield env
+    finally:
+        for pid in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            try:
+                os.kill(int((root / pid).read_text()), 15)
+            except (OSError, ValueError):
+                pass
+
+
+def test_a_class_is_graded_by_a_job_array_and_merged(slurm_cluster: dict, klass: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
+    out = tmp_path / "out"
+    assert cli.main(["slurm", str(klass), "--out", str(out), "--training", "none", "--cpus-per-task", "1",
+                     "--submit", "--wait"]) == 0
+    book = gradebook(out)
+    assert [book[s]["status"] for s in ("alice", "bob", "carol", "erin")] == ["ok", "ok", "unreadable", "ok"]
+    assert book["alice"]["total"] == book["alice"]["max"] == book["erin"]["total"]
+    logs = sorted(p.name for p in (out / "slurm").glob("task-*.log"))
+    assert logs == ["task-0.log", "task-1.log", "task-2.log", "task-3.log"]  # one array task per submission
