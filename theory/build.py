@@ -48,7 +48,19 @@ def _mathml(latex: str, display: bool, where: str) -> str:
         raise MathError(f"{where}: cannot convert ${latex.strip()}$: {exc!r}") from exc
     if "<merror" in out:
         raise MathError(f"{where}: latex2mathml reports an error in ${latex.strip()}$")
-    return out
+    return stretch_matrix_brackets(out)
+
+
+# latex2mathml writes a matrix's brackets (pmatrix, bmatrix, ...) as plain <mo>: some browsers draw
+# them one line tall. Marked as fences that stretch, they span the whole matrix everywhere.
+_OPENING = re.compile(r"<mo>(&#x0005B;|&#x00028;|&#x0007B;|&#x0007C;|&#x02016;|\[|\(|\{|\|)</mo>(?=<mtable)")
+_CLOSING = re.compile(r"(</mtable>)<mo>(&#x0005D;|&#x00029;|&#x0007D;|&#x0007C;|&#x02016;|\]|\)|\}|\|)</mo>")
+
+
+def stretch_matrix_brackets(mathml: str) -> str:
+    """The brackets around every matrix, as stretchy fences."""
+    mathml = _OPENING.sub(r'<mo stretchy="true" fence="true" form="prefix">\1</mo>', mathml)
+    return _CLOSING.sub(r'\1<mo stretchy="true" fence="true" form="postfix">\2</mo>', mathml)
 
 
 def render_markdown(text: str, base_dir: Path, where: str = "<text>") -> str:
@@ -121,6 +133,7 @@ blockquote { border-left: 4px solid #e0a030; background: #fff8e8; margin: 1rem 0
 table { border-collapse: collapse; margin: 1rem 0; } th, td { border: 1px solid #ccc; padding: .25rem .6rem; }
 th { background: #f0f0f0; } code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
 .display-math { overflow-x: auto; overflow-y: hidden; padding: .3rem 0; margin: .5rem 0; } math[display="block"] { font-size: 1.1em; }
+math { font-family: "STIX Two Math", "Latin Modern Math", "Cambria Math", "Libertinus Math", math; }
 img { max-width: 100%; }
 """
 

@@ -119,3 +119,17 @@ def test_bad_formula_is_reported(tmp_path):
 def test_code_is_not_taken_for_maths(tmp_path):
     html = build.render_markdown("Use `a $b$ c` and $x$.", tmp_path)
     assert "<code>a $b$ c</code>" in html and html.count("<math") == 1
+
+
+BRACKETS = re.compile(r'<mo(?P<attrs>[^>]*)>(?:&#x0005B;|&#x00028;|\[|\()</mo><mtable|</mtable><mo(?P<closing>[^>]*)>')
+
+
+def test_matrix_brackets_stretch_to_the_matrix(answers_html):
+    from theory.build import _mathml
+
+    # every matrix of the answers, and each kind of matrix a new answer may use
+    rendered = answers_html + "".join(_mathml(rf"\begin{{{kind}}} a & b \\ c & d \end{{{kind}}}", True, "test")
+                                      for kind in ("pmatrix", "bmatrix", "Bmatrix", "vmatrix"))
+    fences = [m.group("attrs") if m.group("attrs") is not None else m.group("closing") for m in BRACKETS.finditer(rendered)]
+    assert len(fences) >= 8 and all('stretchy="true"' in f for f in fences), fences
+    assert 'font-family: "STIX Two Math"' in answers_html  # a math font where the system's default lacks one
