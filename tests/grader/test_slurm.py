@@ -3,7 +3,6 @@ one-node cluster (Debian's slurm-wlm and munge, started here; skipped, saying wh
 cannot be installed or started), and its scripts, tasks and merge without one."""
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import socket
@@ -14,26 +13,19 @@ from pathlib import Path
 import pytest
 
 from grader import __main__ as cli
+from tests.grader.test_batch import ALTERNATIVE, gradebook, reference_copy
 
 REPO = Path(__file__).resolve().parents[2]
-ALTERNATIVE = Path(__file__).resolve().parent / "fixtures" / "alternative" / "solution.py"
 
 
 @pytest.fixture
 def klass(tmp_path: Path) -> Path:
     root = tmp_path / "class"
     for student in ("alice", "erin"):
-        (root / student).mkdir(parents=True)
-        for name in ("attention.py", "blocks.py", "vit.py"):
-            shutil.copy(REPO / "reference" / name, root / student / name)
+        reference_copy(root / student)
     (root / "bob.py").write_text(ALTERNATIVE.read_text())
     (root / "carol.zip").write_bytes(b"not a zip" * 10)
     return root
-
-
-def gradebook(out: Path) -> dict[str, dict[str, str]]:
-    with open(out / "gradebook.csv", newline="") as f:
-        return {row["student"]: row for row in csv.DictReader(f)}
 
 
 def test_the_scripts_ask_for_what_the_options_say_and_a_lost_task_is_a_row(klass: Path, tmp_path: Path, capsys) -> None:
