@@ -166,7 +166,9 @@ def kit_version() -> str:
 def grade_key(path: Path, options: GradeOptions, kit: str) -> str:
     """What a grade depends on: the submission's content, the kit's code and the options."""
     digest = hashlib.sha256(kit.encode())
-    digest.update(json.dumps(dataclasses.asdict(options), sort_keys=True, default=str).encode())
+    # what decides the grade; not the resources (threads, GPU share), which JOBS changes
+    decisive = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("threads", "gpu_share", "verbose")}
+    digest.update(json.dumps(decisive, sort_keys=True, default=str).encode())
     _hash_path(path, digest)
     return digest.hexdigest()
 
@@ -203,7 +205,8 @@ def grade_class(paths: list[Path], out: Path, options: GradeOptions, max_score: 
     """Grade ``paths`` into ``out/<name>/`` with ``jobs`` worker processes; write the gradebook
     and the index page; return the rows in the order of ``paths``."""
     jobs = max(1, min(jobs, len(paths)))
-    options = dataclasses.replace(options, threads=options.threads or max(1, (os.cpu_count() or 1) // jobs))
+    options = dataclasses.replace(options, threads=options.threads or max(1, (os.cpu_count() or 1) // jobs),
+                                  gpu_share=options.gpu_share or (0.9 / jobs if jobs > 1 else None))
     names = unique_names(paths)
     kit = kit_version()
     rows: dict[int, Row] = {}

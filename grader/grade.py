@@ -54,6 +54,7 @@ class GradeOptions:
     time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
     threads: int | None = None  # a training child's CPU threads; None: every core (JOBS workers share them out)
+    gpu_share: float | None = None  # a training child's share of the GPU's memory (JOBS workers on one GPU)
     verbose: bool = False  # say on stderr when long work (training) starts
 
     @property
@@ -212,7 +213,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     gpu = device.startswith("cuda")
     threads = 1 if gpu else (options.threads or os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
-                    memory_bytes=None if gpu else 16 << 30, tree_memory_bytes=12 << 30, threads=threads, gpu=gpu)
+                    memory_bytes=None if gpu else 16 << 30, tree_memory_bytes=12 << 30, threads=threads, gpu=gpu,
+                    gpu_memory_fraction=options.gpu_share)
     show = options.verbose
     if show:
         print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
@@ -341,7 +343,8 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
         return run, verdicts(run.message, skipped=True)
     gpu = options.device.startswith("cuda")
     limits = Limits(call_seconds=300.0, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
-                    tree_memory_bytes=12 << 30, threads=1 if gpu else (options.threads or os.cpu_count() or 1), gpu=gpu)
+                    tree_memory_bytes=12 << 30, threads=1 if gpu else (options.threads or os.cpu_count() or 1), gpu=gpu,
+                    gpu_memory_fraction=options.gpu_share)
     model_kwargs, stats = asdict(recipe.model), {"mean": list(data.mean), "std": list(data.std)}
     started, before = time.perf_counter(), len(ctx.forbidden)
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:

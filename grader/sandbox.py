@@ -91,6 +91,7 @@ class Limits:
     max_message_bytes: int = 256 << 20  # largest result the parent accepts
     max_elements: int = 64 << 20  # elements of all the tensors in one message, together
     gpu: bool = False  # let the child see CUDA (training); needs memory_bytes=None: RLIMIT_AS breaks CUDA
+    gpu_memory_fraction: float | None = None  # the share of the GPU's memory the child may allocate (JOBS share one)
 
 
 @dataclass
@@ -710,6 +711,7 @@ class Sandbox:
             "extra_paths": [str(self._workspace() / "runner"), *self._probe_paths],
             "probe_modules": [PROBES], "nproc": self.isolation.nproc,
             "threads": self.limits.threads, "memory_bytes": self.limits.memory_bytes,
+            "gpu_memory_fraction": self.limits.gpu_memory_fraction if self.limits.gpu else None,
             "file_bytes": self.limits.file_bytes, "max_message_bytes": self.limits.max_message_bytes,
             "cwd": cwd, "env": {"HOME": cwd, "TMPDIR": cwd, "MPLCONFIGDIR": cwd},
             "fault_path": str(fault_path), "marker": self._marker,

@@ -547,6 +547,7 @@ def run_worker(config: dict, req_fd: int, resp_fd: int) -> int:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set: torch allows it once per process
         pass
+    share_gpu(torch, config.get("gpu_memory_fraction"))
     fault_file = open(config["fault_path"], "w")
     faulthandler.enable(fault_file, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=fault_file, all_threads=True, chain=False)
@@ -556,6 +557,15 @@ def run_worker(config: dict, req_fd: int, resp_fd: int) -> int:
     worker.install()
     apply_limits(config)
     return worker.serve()
+
+
+def share_gpu(torch: Any, fraction: float | None) -> None:
+    """Cap this process's CUDA allocations at ``fraction`` of every GPU's memory, so that workers
+    sharing a GPU do not run each other out of memory. (It guards honest neighbours: the
+    student's code could raise its own cap.)"""
+    if fraction and torch.cuda.is_available():
+        for device in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(float(fraction), device)
 
 
 def spawn_main(config_path: str, req_fd: int, resp_fd: int) -> None:

@@ -3,6 +3,7 @@ submission costing only its row, unchanged submissions skipped on a re-run, JOBS
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,26 @@ def test_the_status_says_when_the_code_crashed_or_hung(tmp_path: Path, body: str
     (folder / "attention.py").write_text(source.replace(first, f"    {body}\n{first}", 1))
     graded = grade_submission(folder, tmp_path / "work", GradeOptions(training="none", call_seconds=2.0))
     assert graded.status == status
+
+
+def test_workers_sharing_a_gpu_cap_their_memory_and_jobs_do_not_change_the_key(tmp_path: Path) -> None:
+    """Measured only where a GPU is lent; here: the cap reaches the child's configuration, the
+    child applies it to every device, and a re-run with other JOBS is still a re-run."""
+    from types import SimpleNamespace
+
+    from grader.batch import grade_key, kit_version
+    from grader.sandbox import Limits, Sandbox
+    from grader.submission import stage_submission
+    from grader.worker import share_gpu
+
+    staged = stage_submission(reference_copy(tmp_path / "s"), tmp_path / "w")
+    config = Sandbox(staged, Limits(gpu=True, memory_bytes=None, gpu_memory_fraction=0.45))._config(tmp_path / "fault")
+    assert config["gpu_memory_fraction"] == 0.45
+    assert Sandbox(staged, Limits(gpu_memory_fraction=0.45))._config(tmp_path / "fault")["gpu_memory_fraction"] is None
+    calls = []
+    cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,
+                           set_per_process_memory_fraction=lambda f, d: calls.append((f, d)))
+    share_gpu(SimpleNamespace(cuda=cuda), 0.45)
+    assert calls == [(0.45, 0), (0.45, 1)]
+    kit, options = kit_version(), GradeOptions(training="none")
+    assert grade_key(tmp_path / "s", options, kit) == grade_key(tmp_path / "s", dataclasses.replace(options, threads=1, gpu_share=0.45), kit)
