@@ -14,10 +14,12 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
+import hmac
 import io
 import json
 import multiprocessing
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -173,11 +175,34 @@ def grade_key(path: Path, options: GradeOptions, kit: str) -> str:
     return digest.hexdigest()
 
 
+def _signing_key() -> bytes:
+    """The grader's own secret (``~/.cache/vitkit/batch.key``, readable by the grader's user only):
+    a saved row is reused only with its signature, so a row planted in the output folder is not."""
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitkit" / "batch.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it meanwhile
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+
+def _signature(key: str, row: dict) -> str:
+    message = json.dumps({"key": key, "row": row}, sort_keys=True).encode()
+    return hmac.new(_signing_key(), message, hashlib.sha256).hexdigest()
+
+
 def reused_row(out_dir: Path, key: str) -> Row | None:
-    """The row of the last run when it graded the same thing (OUT/<name>/grade.json)."""
+    """The row of the last run when it graded the same thing (OUT/<name>/grade.json, signed)."""
     try:
         saved = json.loads((out_dir / KEY_FILE).read_text())
-        if saved.get("key") == key and (out_dir / "results.json").is_file():
+        if (saved.get("key") == key and (out_dir / "results.json").is_file()
+                and hmac.compare_digest(str(saved.get("signature")), _signature(key, saved["row"]))):
             return dataclasses.replace(Row(**saved["row"]), reused=True)
     except (OSError, ValueError, TypeError, KeyError):
         pass
@@ -185,10 +210,11 @@ def reused_row(out_dir: Path, key: str) -> Row | None:
 
 
 def grade_entry(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float, key: str) -> Row:
-    """One submission of a class, in a worker: graded quietly, its key saved with its row."""
+    """One submission of a class, in a worker: graded quietly, its key and row saved, signed."""
     row = grade_one(path, out_dir, name, options, max_score, quiet=True)
+    saved = dataclasses.asdict(row)
     try:
-        write_new(out_dir / KEY_FILE, json.dumps({"key": key, "row": dataclasses.asdict(row)}) + "\n")
+        write_new(out_dir / KEY_FILE, json.dumps({"key": key, "row": saved, "signature": _signature(key, saved)}) + "\n")
     except OSError:
         pass  # no reuse next time; the grade itself is written
     return row

@@ -136,7 +136,8 @@ def merge_main(args: argparse.Namespace) -> int:
     for i, (name, key, _path) in enumerate(read_manifest(args.manifest)):
         row = reused_row(args.out / name, key)
         rows.append(dataclasses.replace(row, reused=False) if row is not None else
-                    Row(name, "grader-error", message=f"its Slurm task did not finish (see slurm/task-{i // args.chunk}.log)"))
+                    Row(name, "grader-error", message=f"no signed result: its Slurm task did not finish (see slurm/task-{i // args.chunk}.log), "
+                                                 "or the nodes do not share ~/.cache/vitkit with this one"))
     write_gradebook(rows, args.out)
     write_index(rows, args.out)
     print(f"{len(rows)} rows in {args.out / 'gradebook.csv'} ({sum(r.status == 'grader-error' for r in rows)} not graded)")

@@ -129,3 +129,19 @@ def test_workers_sharing_a_gpu_cap_their_memory_and_jobs_do_not_change_the_key(t
     assert calls == [(0.45, 0), (0.45, 1)]
     kit, options = kit_version(), GradeOptions(training="none")
     assert grade_key(tmp_path / "s", options, kit) == grade_key(tmp_path / "s", dataclasses.replace(options, threads=1, gpu_share=0.45), kit)
+
+
+def test_a_planted_or_edited_row_is_not_reused(klass: Path, tmp_path: Path, monkeypatch) -> None:
+    """What a student's code (or anyone) writes into an output folder cannot pass for the grader's row."""
+    import json
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out, options = tmp_path / "out", GradeOptions(training="none").resolved()
+    entries = [p for p in submission_entries(klass) if p.name == "dave"]  # the unfilled template: 0 points
+    grade_class(entries, out, options, 20.0)
+    saved = json.loads((out / "dave" / "grade.json").read_text())
+    saved["row"]["score"] = 20.0  # full marks, as a forger would like
+    (out / "dave" / "grade.json").write_text(json.dumps(saved))
+    rows = grade_class(entries, out, options, 20.0)
+    assert not rows[0].reused and rows[0].score == 0
+    assert (tmp_path / "cache" / "vitkit" / "batch.key").stat().st_mode & 0o077 == 0
