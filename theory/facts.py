@@ -832,6 +832,36 @@ def _(value):
     expect(value, (196 + 1) * 768)
 
 
+def _mnist_model() -> nn.Module:
+    from reference.configs import get_recipe
+
+    return get_recipe("mnist").model.build()
+
+
+@check("mnist.tokens")
+def _(value):
+    config = _mnist_model()
+    images = torch.zeros(1, 1, 28, 28)
+    from reference.vit import patchify
+
+    patches = patchify(images, config.patch_size)  # (1, N, P*P*C)
+    expect(value, [patches.shape[1], patches.shape[2], patches.shape[1] + 1])
+
+
+@check("mnist.attention_entries")
+def _(value):
+    with torch.no_grad():
+        maps = _mnist_model().eval().attention_maps(torch.zeros(1, 1, 28, 28))
+    expect(value, [maps[0][0, 0].numel(), (28 * 28) ** 2])
+
+
+@check("mnist.params")
+def _(value):
+    model = _mnist_model()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    expect(value, [count(model.embedding), count(model.blocks[0]), count(model)])
+
+
 @check("vit.cls_token_sees_all_patches")
 def _(value):
     """After one layer of self-attention the class token's output depends on every patch."""

@@ -57,7 +57,7 @@ def test_html_has_every_question_and_answer(answers_html):
 
 def test_question_sheet_has_every_question(sheet):
     headings = re.findall(r"^### (\d+\.\d+) ", sheet, flags=re.M)
-    assert len(headings) == 31 and len(set(headings)) == 31
+    assert len(headings) == 32 and len(set(headings)) == 32
     assert re.findall(r"^## (\d)\. ", sheet, flags=re.M) == list("123456")
     for data in ("(2, -1, 3)", "(1, 2, 4)", r"0&1&0&1&0", r"200 \times 1", r"28 \times 28 \times 3"):
         assert data in sheet
