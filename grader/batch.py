@@ -80,10 +80,10 @@ def _write_failure(path: Path, out_dir: Path, name: str, max_score: float, outpu
 
 def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float, quiet: bool = False) -> Row:
     """Grade ``path`` into ``out_dir`` and return its row. Never raises (but for
-    KeyboardInterrupt): one submission never stops a batch."""
+    KeyboardInterrupt): one submission never stops a batch. ``quiet``: no table, only errors."""
     if not quiet:
         print(f"grading {path} ...", file=sys.stderr, flush=True)
-    say = (lambda *a: None) if quiet else (lambda text: print(text, file=sys.stderr))
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - errors are said even when quiet
     try:
         with tempfile.TemporaryDirectory(prefix="grader-") as work:
             grade = grade_submission(path, Path(work), options)

@@ -81,14 +81,14 @@ def test_a_run_killed_by_the_clock_keeps_the_thresholds_reached_before(tmp_path,
     monkeypatch.setattr(grader.grade, "get_recipe", lambda name: recipe)
     monkeypatch.setattr(grader.grade, "TRAINING_GRACE_SECONDS", 0.0)
     data = make_mnist_dir(tmp_path / "data", 256, 64)  # 2 steps per epoch, evaluated after each
-    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=6.0, verbose=True)
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=12.0, verbose=True)  # slack for a busy machine
     grade = grade_submission(folder, tmp_path / "work", options)
     reached, missed = training_results(grade)
     assert (reached.name, reached.passed) == ("training_mnist:0%", True)
     assert (missed.name, missed.passed) == ("training_mnist:94%", False)
     run = grade.training[0]
     assert run.history["epoch"] == [0.5]
-    assert run.message.startswith("training failed: timed out after 6 s") and "before that:" in run.message
+    assert run.message.startswith("training failed: timed out after 12 s") and "before that:" in run.message
     assert "vit.py" in run.message  # where it hung, in the student's code
     assert "mnist:  0.50 epochs" in capsys.readouterr().err  # progress shown as it trained
 
