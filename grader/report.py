@@ -89,7 +89,7 @@ def gradescope_results(grade: Grade) -> dict:
     components = [c for c in COMPONENTS if any(r.component == c for r in grade.results)]
     components += sorted({r.component for r in grade.results} - set(components))
     counters = dict.fromkeys(components, 0)
-    first_with: dict[str, str] = {}  # a message -> the first check that failed with it
+    said_once = failure_messages(grade)
     for r in grade.results:
         if r.skipped:
             not_run.append(f"- {_md(r.name)}: {_md(r.message or 'not run')}")
@@ -97,10 +97,7 @@ def gradescope_results(grade: Grade) -> dict:
         counters[r.component] += 1
         score, worth = grade.score_of(r)
         check = CHECKS.get(r.name)
-        said = r.message or "passed"
-        if not r.passed and r.message:
-            said = f"as in {first_with[r.message]}" if r.message in first_with else r.message
-            first_with.setdefault(r.message, r.name)
+        said = said_once.get(r.name) or r.message or "passed"
         tests.append({
             "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
             "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
@@ -193,18 +190,27 @@ def _training_figures(grade: Grade) -> list[dict]:
     return out
 
 
+def failure_messages(grade: Grade) -> dict[str, str]:
+    """Each failed check's message, said once: a later check failing with the same message gets
+    "as in <the first one>"."""
+    first_with: dict[str, str] = {}
+    out = {}
+    for r in grade.results:
+        if not r.passed and not r.skipped and r.message:
+            out[r.name] = f"as in {first_with[r.message]}" if r.message in first_with else r.message
+            first_with.setdefault(r.message, r.name)
+    return out
+
+
 def check_rows(grade: Grade) -> list[dict]:
     """The checks for people: failed first, then passed, then not run; each with what it tests.
     A failure repeating an earlier one's message says so instead of repeating it."""
     order = {"fail": 0, "pass": 1, "skip": 2}
-    rows, first_with = [], {}
+    rows, said_once = [], failure_messages(grade)
     for r in grade.results:
         score, worth = grade.score_of(r)
         status, css = _status(r)
-        message = r.message if not r.passed or r.skipped else ""
-        if css == "fail" and message:
-            message = f"as in {first_with[message]}" if message in first_with else message
-            first_with.setdefault(r.message, r.name)
+        message = said_once.get(r.name, r.message) if not r.passed or r.skipped else ""
         check = CHECKS.get(r.name)
         rows.append({"name": r.name, "description": check.description if check else "", "points": f"{score:g} / {worth:g}",
                      "status": status, "css": css, "message": message})

@@ -150,39 +150,34 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m grader slurm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step")
-    if not argv or argv[0] not in ("task", "merge"):
-        parser = argparse.ArgumentParser(prog="python -m grader slurm", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("klass", type=Path, metavar="CLASS", help="a folder with one submission per entry")
-        add_grading_options(parser)
-        parser.add_argument("--chunk", type=int, default=1, help="submissions per array task (default 1)")
-        parser.add_argument("--cpus-per-task", type=int, default=2)
-        parser.add_argument("--gpus", type=int, default=0, help="GPUs per task (--device cuda trains there)")
-        parser.add_argument("--partition", default=None)
-        parser.add_argument("--time", default=None, help="Slurm time limit per task, e.g. 00:30:00")
-        parser.add_argument("--mem", default=None, help="memory per task, e.g. 16G")
-        parser.add_argument("--submit", action="store_true", help="submit the jobs with sbatch")
-        parser.add_argument("--wait", action="store_true", help="with --submit: return when the gradebook is written")
+    add_grading_options(parser)
+    if argv[:1] in (["task"], ["merge"]):  # the steps the scripts run on the cluster
+        parser.add_argument("step", choices=("task", "merge"))
+        parser.add_argument("manifest", type=Path)
+        parser.add_argument("--index", type=int, default=0)
+        parser.add_argument("--chunk", type=int, default=1)
+        parser.add_argument("--force", action="store_true")
         args = parser.parse_args(argv)
-        if args.chunk < 1 or args.cpus_per_task < 1:
-            parser.error("--chunk and --cpus-per-task must be at least 1")
-        try:
-            load_rubric(args.rubric)
-        except RubricError as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
-        return submit_main(args)
-    for step in ("task", "merge"):
-        sub = steps.add_parser(step)
-        sub.add_argument("manifest", type=Path)
-        sub.add_argument("--index", type=int, default=0)
-        sub.add_argument("--chunk", type=int, default=1)
-        sub.add_argument("--force", action="store_true")
-        add_grading_options(sub)
+        args.out = args.out.resolve()
+        return task_main(args) if args.step == "task" else merge_main(args)
+    parser.add_argument("klass", type=Path, metavar="CLASS", help="a folder with one submission per entry")
+    parser.add_argument("--chunk", type=int, default=1, help="submissions per array task (default 1)")
+    parser.add_argument("--cpus-per-task", type=int, default=2)
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per task (--device cuda trains there)")
+    parser.add_argument("--partition", default=None)
+    parser.add_argument("--time", default=None, help="Slurm time limit per task, e.g. 00:30:00")
+    parser.add_argument("--mem", default=None, help="memory per task, e.g. 16G")
+    parser.add_argument("--submit", action="store_true", help="submit the jobs with sbatch")
+    parser.add_argument("--wait", action="store_true", help="with --submit: return when the gradebook is written")
     args = parser.parse_args(argv)
-    args.out = args.out.resolve()
-    return task_main(args) if args.step == "task" else merge_main(args)
+    if args.chunk < 1 or args.cpus_per_task < 1:
+        parser.error("--chunk and --cpus-per-task must be at least 1")
+    try:
+        load_rubric(args.rubric)
+    except RubricError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return submit_main(args)
 
 
 if __name__ == "__main__":
