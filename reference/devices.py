@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from .training import resolve_device
+from .training import bf16_native, resolve_device
 
 
 def device_argument(text: str) -> str:
@@ -19,7 +19,8 @@ def device_argument(text: str) -> str:
 
 
 def describe_device(device: str | torch.device | None = None) -> str:
-    """A human-readable name for the device, e.g. "cuda (NVIDIA H100 80GB HBM3)" or "cpu (AMD EPYC, 2 threads)"."""
+    """A human-readable name for the device, e.g. "cuda (NVIDIA H100 80GB HBM3)" or
+    "cpu (AMD EPYC, 2 threads, bf16)" (bf16: training autocasts to it there)."""
     device = resolve_device(device)
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -29,4 +30,5 @@ def describe_device(device: str | torch.device | None = None) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
-    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} threads)"
+    bf16 = ", bf16" if bf16_native(device) else ""
+    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} threads{bf16})"

@@ -10,7 +10,8 @@ from torch import nn
 from conftest import make_mnist_dir, real_data_dir
 from reference.configs import RECIPES, ModelConfig, get_recipe
 from reference.data import load_mnist
-from reference.training import History, TrainConfig, random_crop, random_flip, resolve_device, train
+from reference import training
+from reference.training import History, TrainConfig, bf16_native, random_crop, random_flip, resolve_device, train
 
 FAST = TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_epochs=0.5)
 
@@ -54,6 +55,38 @@ class NaNModel(nn.Module):
 
     def forward(self, x):
         return self.linear(x.flatten(1)) * float("nan")
+
+
+class AutocastSpy(nn.Module):
+    """Records whether each forward pass ran under CPU autocast."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(28 * 28, 10)
+        self.seen: list[bool] = []
+
+    def forward(self, x):
+        self.seen.append(torch.is_autocast_enabled("cpu"))
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_on_the_cpu_only_where_it_is_native(mnist_dir, monkeypatch, native):
+    # Emulated bf16 is slower than float32, so autocast follows the hardware, and the config can
+    # turn it off everywhere.
+    monkeypatch.setattr(training, "bf16_native", lambda device: native)
+    data = load_mnist(mnist_dir).subset(64, 16)
+    for enabled in (True, False):
+        spy = AutocastSpy()
+        history = train(spy, data, replace(FAST, epochs=1, autocast=enabled), device="cpu")
+        assert spy.seen and set(spy.seen) == {native and enabled}
+        assert math.isfinite(history.train_loss[-1]) and history.final_accuracy >= 0
+
+
+def test_bf16_native_names_the_hardware():
+    assert bf16_native(torch.device("cuda")) and not bf16_native(torch.device("meta"))
+    has = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert bf16_native(torch.device("cpu")) == has
 
 
 def test_nan_loss_stops_the_run(mnist_dir):
