@@ -371,6 +371,25 @@ def _(value):
     _check_vector_moment(value, "var")
 
 
+@check("qk.var_trace")
+def _(value):
+    # E and Var of q^T k for q ~ N(mu_q, S_q), k ~ N(mu_k, S_k) with random means and covariances
+    # (d = 4, seeded) against 100,000 samples: mu_q^T mu_k and tr(S_q S_k) + mu_q^T S_k mu_q + mu_k^T S_q mu_k.
+    rng = np.random.default_rng(7)
+    d = 4
+    mu_q, mu_k = rng.normal(size=d), rng.normal(size=d)
+    A, B = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    S_q, S_k = A @ A.T / d, B @ B.T / d  # positive definite
+    q = mu_q + rng.standard_normal((MC_SAMPLES, d)) @ np.linalg.cholesky(S_q).T
+    k = mu_k + rng.standard_normal((MC_SAMPLES, d)) @ np.linalg.cholesky(S_k).T
+    mean, se_mean, var, se_var = mc_mean_var(np.einsum("nd,nd->n", q, k))
+    closed_mean = mu_q @ mu_k
+    closed_var = np.trace(S_q @ S_k) + mu_q @ S_k @ mu_q + mu_k @ S_q @ mu_k
+    ok = abs(mean - closed_mean) <= MC_Z * se_mean and abs(var - closed_var) <= MC_Z * se_var
+    expect_claim(value, ok, f"trace form: closed mean {closed_mean:.4f}, var {closed_var:.4f}; "
+                            f"Monte Carlo {mean:.4f} +- {se_mean:.4f}, {var:.4f} +- {se_var:.4f}")
+
+
 @check("qk.table")
 def _(value):
     """Rows (mu, sigma, d, E, Var): E and Var must be the closed forms and agree with Monte Carlo."""
