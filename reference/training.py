@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from .data import ImageDataset
 
 
+AUGMENTS = ("none", "crop_flip")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; every field has a default that works for the kit's small ViTs."""
@@ -196,6 +199,8 @@ def train(
         evaluator: measures the model's test accuracy instead of ``data``'s test split (the
             grader measures it in another process, which alone holds the labels).
     """
+    if config.augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {config.augment!r}; choose one of {', '.join(AUGMENTS)}")
     device = resolve_device(device)
     model.to(device).train()
     history = History(device=str(device))

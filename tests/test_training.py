@@ -139,6 +139,11 @@ def test_devices_this_machine_lacks_are_clear_errors():
             resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
+def test_an_unknown_augmentation_is_a_clear_error(mnist_dir):
+    with pytest.raises(ValueError, match="unknown augment 'crop'; choose one of none, crop_flip"):
+        train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, augment="crop"), device="cpu")
+
+
 def test_crop_and_flip_keep_the_pixels():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
     assert torch.equal(random_crop(images, 0), images)

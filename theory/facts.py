@@ -851,10 +851,14 @@ def _(value):
     expect(value, (196 + 1) * 768)
 
 
-def _mnist_model() -> nn.Module:
+def _recipe_model(name: str) -> nn.Module:
     from reference.configs import get_recipe
 
-    return get_recipe("mnist").model.build()
+    return get_recipe(name).model.build()
+
+
+def _mnist_model() -> nn.Module:
+    return _recipe_model("mnist")
 
 
 @check("mnist.tokens")
@@ -877,6 +881,29 @@ def _(value):
 @check("mnist.params")
 def _(value):
     model = _mnist_model()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    expect(value, [count(model.embedding), count(model.blocks[0]), count(model)])
+
+
+@check("cifar.tokens")
+def _(value):
+    from reference.vit import patchify
+
+    model = _recipe_model("cifar10")
+    patches = patchify(torch.zeros(1, 3, 32, 32), model.patch_size)  # (1, N, P*P*C)
+    expect(value, [patches.shape[1], patches.shape[2], patches.shape[1] + 1])
+
+
+@check("cifar.attention_entries")
+def _(value):
+    with torch.no_grad():
+        maps = _recipe_model("cifar10").eval().attention_maps(torch.zeros(1, 3, 32, 32))
+    expect(value, [maps[0][0, 0].numel(), (32 * 32) ** 2])
+
+
+@check("cifar.params")
+def _(value):
+    model = _recipe_model("cifar10")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     expect(value, [count(model.embedding), count(model.blocks[0]), count(model)])
 
