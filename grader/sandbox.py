@@ -42,7 +42,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,56 +116,27 @@ class SandboxError(Exception):
 
 
 class _OutputTail:
-    """The last bytes the children wrote to stdout/stderr, fed by reader threads."""
+    """The last bytes the children wrote to stdout/stderr (``_Child.drain`` feeds it)."""
 
     def __init__(self, limit: int) -> None:
         self._limit = max(limit, 256)
         self._buf = bytearray()
         self._total = 0
-        self._cond = threading.Condition()
-        self._expected: bytes | None = None
-        self._seen = False
 
-    def pump(self, fd: int) -> None:
-        try:
-            while data := os.read(fd, 1 << 16):
-                self._feed(data)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def _feed(self, data: bytes) -> None:
-        with self._cond:
-            self._buf += data
-            self._total += len(data)
-            token = self._expected
-            if token is not None and token in self._buf[-(len(data) + len(token)):]:
-                self._seen = True
-                self._cond.notify_all()
-            keep = self._limit + 256
-            if len(self._buf) > 2 * keep:
-                del self._buf[:-keep]
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        self._total += len(data)
+        keep = self._limit + 256
+        if len(self._buf) > 2 * keep:
+            del self._buf[:-keep]
 
     def mark(self) -> int:
-        with self._cond:
-            return self._total
-
-    def expect(self, token: bytes) -> None:
-        with self._cond:
-            self._expected, self._seen = token, token in self._buf[-4096:]
-
-    def wait(self, timeout: float) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._seen, timeout)
-            self._expected = None
+        return self._total
 
     def since(self, mark: int) -> str:
-        with self._cond:
-            wanted = self._total - mark
-            data = bytes(self._buf[-wanted:]) if 0 < wanted <= len(self._buf) else bytes(self._buf if wanted else b"")
-            cut = wanted > len(self._buf)
-        text = re.sub(r"\x1e[0-9a-f]+:-?\d+\x1e\n?", "", data.decode("utf-8", errors="replace"))
+        wanted = self._total - mark
+        cut = wanted > len(self._buf)
+        text = bytes(self._buf[len(self._buf) - min(wanted, len(self._buf)):]).decode("utf-8", errors="replace")
         if cut or len(text) > self._limit:
             return "[... earlier output cut ...]\n" + text[-self._limit:]
         return text
@@ -196,21 +166,42 @@ def _base_env(threads: int, gpu: bool = False) -> dict[str, str]:
 class _Child:
     """One worker process and the parent's ends of its pipes."""
 
-    pid: int
+    proc: subprocess.Popen
     req_w: int
     resp_r: int
-    reader: threading.Thread
-    waiter: Callable[[float], int | None]
+    out_r: int | None  # the student's stdout/stderr, read only while the parent waits for a message
     fault_path: Path
     group: cgroups.TreeGroup | None = None  # its control group, where the machine gives one
     buffer: bytearray = field(default_factory=bytearray)
     exit_code: int | None = None
     stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def wait(self, timeout: float) -> int | None:
         if self.exit_code is None:
-            self.exit_code = self.waiter(timeout)
+            try:
+                self.exit_code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
         return self.exit_code
+
+    def drain(self, tail: _OutputTail, limit: int = 4 << 20) -> None:
+        """Move what waits on the output pipe into ``tail``, without blocking; at most ``limit``
+        bytes, so that a process that never stops printing cannot hold the parent here."""
+        while self.out_r is not None and limit > 0:
+            try:
+                data = os.read(self.out_r, 1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                os.close(self.out_r)
+                self.out_r = None
+                return
+            tail.feed(data)
+            limit -= len(data)
 
     def python_pid(self) -> int:
         """The worker's pid as seen here: the launcher's deepest descendant (bwrap starts two levels)."""
@@ -234,12 +225,10 @@ class _Child:
             self.wait(5.0)
 
     def close_pipes(self) -> None:
-        for fd in (self.req_w, self.resp_r):
-            try:
+        for fd in (self.req_w, self.resp_r, self.out_r):
+            if fd is not None:
                 os.close(fd)
-            except OSError:
-                pass
-        self.reader.join(0.5)
+        self.out_r = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +703,7 @@ class Sandbox:
             "gpu_memory_fraction": self.limits.gpu_memory_fraction if self.limits.gpu else None,
             "file_bytes": self.limits.file_bytes, "max_message_bytes": self.limits.max_message_bytes,
             "cwd": cwd, "env": {"HOME": cwd, "TMPDIR": cwd, "MPLCONFIGDIR": cwd},
-            "fault_path": str(fault_path), "marker": self._marker,
+            "fault_path": str(fault_path),
         }
 
     def _launch(self) -> str | None:
@@ -756,10 +745,8 @@ class Sandbox:
             for fd in (req_r, resp_w, out_w):
                 os.close(fd)
         os.set_blocking(req_w, False)
-        reader = threading.Thread(target=self._tail.pump, args=(out_r,), daemon=True, name=f"sandbox-output-{proc.pid}")
-        reader.start()
-        waiter = lambda timeout, proc=proc: _popen_wait(proc, timeout)  # noqa: E731
-        self._child = _Child(proc.pid, req_w, resp_r, reader, waiter, fault_path, group)
+        os.set_blocking(out_r, False)
+        self._child = _Child(proc, req_w, resp_r, out_r, fault_path, group)
         reply = self._exchange(None, self.limits.startup_seconds)
         if reply.failure is not None:
             memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
@@ -771,6 +758,7 @@ class Sandbox:
         child, self._child = self._child, None
         if child is not None:
             child.kill()
+            child.drain(self._tail)  # what it printed before it died
             child.close_pipes()
             if child.group is not None:
                 child.group.close()  # everything it started, whatever session or group it moved to
@@ -783,10 +771,9 @@ class Sandbox:
         self._next_id += 1
         message["id"] = self._next_id
         mark = self._tail.mark()
-        token = f"\x1e{self._marker}:{self._next_id}\x1e".encode()
-        self._tail.expect(token)
         reply = self._exchange(message, timeout, on_update, on_ask)
-        self._tail.wait(0.5 if reply.result is not None else 0.0)
+        if self._child is not None:  # the worker flushes its output before it sends the result
+            self._child.drain(self._tail)
         return reply, self._tail.since(mark)
 
     def _exchange(self, message: dict | None, timeout: float, on_update: Callable[[object], None] | None = None,
@@ -873,8 +860,11 @@ class Sandbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Timeout()
-            readable, _, _ = select.select([child.resp_r], [], [], remaining)
-            if readable:
+            watched = [child.resp_r] if child.out_r is None else [child.resp_r, child.out_r]
+            readable, _, _ = select.select(watched, [], [], remaining)
+            if child.out_r in readable:
+                child.drain(self._tail)
+            if child.resp_r in readable:
                 data = os.read(child.resp_r, 1 << 20)
                 if not data:
                     raise EOFError()
@@ -992,10 +982,3 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 found.append(int(entry))
     return sorted(found)
-
-
-def _popen_wait(proc: subprocess.Popen, timeout: float) -> int | None:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return None

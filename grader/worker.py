@@ -436,10 +436,6 @@ class Worker:
                 stream.flush()
             except Exception:
                 pass
-        try:  # tells the parent's output reader that this request's output is complete
-            os.write(1, f"\x1e{self.config['marker']}:{req_id}\x1e\n".encode())
-        except OSError:
-            pass
         try:
             payload = self._encode({"type": "result", "id": req_id, **body})
         except Exception as exc:  # noqa: BLE001
