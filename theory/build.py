@@ -18,14 +18,7 @@ from pathlib import Path
 import markdown
 from latex2mathml.converter import convert as latex_to_mathml
 
-from theory.markers import (
-    ANSWERS_DIR,
-    THEORY_DIR,
-    answer_files,
-    split_blocks,
-    strip_answers,
-    strip_markers,
-)
+from theory.render import ANSWERS_DIR, THEORY_DIR, answer_files, render, split_blocks, strip_answers
 
 DEFAULT_OUT = THEORY_DIR / "build"
 TITLE = "Attention and Vision Transformers: worked theory answers"
@@ -154,8 +147,7 @@ def render_answers_html(directory: Path = ANSWERS_DIR) -> str:
     """Every topic file, answers included, as one HTML page."""
     parts = []
     for path in answer_files(directory):
-        text = strip_markers(path.read_text(encoding="utf-8"))
-        for kind, piece in split_blocks(text, path.name):
+        for kind, piece in split_blocks(render(path), path.name):
             frag = render_markdown(piece, path.parent, path.name)
             parts.append(f'<div class="answer">\n{frag}\n</div>' if kind == "answer" else frag)
     body, toc = _add_heading_ids("\n".join(parts))
@@ -169,7 +161,7 @@ def question_sheet(directory: Path = ANSWERS_DIR) -> str:
         "Answer each question in your own words; show derivations and intermediate numbers. "
         "Mathematics is written in LaTeX notation.\n"
     )
-    topics = [strip_answers(p.read_text(encoding="utf-8"), p.name) for p in answer_files(directory)]
+    topics = [strip_answers(render(p), p.name) for p in answer_files(directory)]
     # The topic files' own titles become second-level headings under the sheet's title.
     topics = [re.sub(r"^(#+)", r"#\1", t, flags=re.M) for t in topics]
     return intro + "\n" + "\n".join(topics)

@@ -8,7 +8,7 @@ Setting: q, k_1, ..., k_n independent, every coordinate N(0, 1) (mu = 0, sigma =
 Sampling shortcut (exact in distribution, and what keeps this fast for d up to 1024): given q,
 the scores q^T k_j are independent N(0, ||q||^2), and ||q||^2 is chi-square with d degrees of
 freedom. So a score is ``||q|| * z`` with ``||q||^2 ~ chi2(d)`` and ``z ~ N(0, 1)``.
-(The closed forms of topic 3 are checked against direct sampling of q and k in ``theory.facts``.)
+(The closed forms of topic 3 are checked against direct sampling of q and k in ``tests/theory/test_scaling.py``.)
 """
 from __future__ import annotations
 
