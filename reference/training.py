@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .data import ImageDataset
 
 
-AUGMENTS = ("none", "crop_flip")
+AUGMENTS = ("none", "flip", "crop_flip")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # on weight matrices only; norms, biases and embeddings are not decayed
     warmup_epochs: float = 1.0  # linear warm-up: attention is unstable at a high lr from random init
     label_smoothing: float = 0.1  # a cheap regulariser that helps small ViTs generalise
-    augment: str = "none"  # "none" or "crop_flip" (random 4-pixel-padded crop + horizontal flip)
+    augment: str = "none"  # "none", "flip" (horizontal) or "crop_flip" (random 4-pixel-padded crop, then flip)
     autocast: bool = True  # bf16 autocast where the hardware has bf16 (see ``bf16_native``), else ignored
     evals_per_epoch: int = 1  # test-set evaluations per epoch: more find the target sooner, each costs a pass
     eval_batch_size: int = 1000  # evaluation batches: memory only, no effect on results
@@ -235,7 +235,9 @@ def train(
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             images = train_x[idx]
             if config.augment == "crop_flip":
-                images = random_flip(random_crop(images, 4, generator), generator)
+                images = random_crop(images, 4, generator)
+            if config.augment in ("flip", "crop_flip"):
+                images = random_flip(images, generator)
             with _autocast(device, config.autocast):
                 logits = model(normalize(images, mean, std))
             loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=config.label_smoothing)

@@ -140,7 +140,7 @@ def test_devices_this_machine_lacks_are_clear_errors():
 
 
 def test_an_unknown_augmentation_is_a_clear_error(mnist_dir):
-    with pytest.raises(ValueError, match="unknown augment 'crop'; choose one of none, crop_flip"):
+    with pytest.raises(ValueError, match="unknown augment 'crop'; choose one of none, flip, crop_flip"):
         train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, augment="crop"), device="cpu")
 
 
@@ -174,3 +174,33 @@ def test_mnist_recipe_reaches_its_target_on_the_cpu():
     history = train(recipe.model.build(), load_mnist(REAL), recipe.train, device="cpu",
                     target_accuracy=recipe.target_accuracy)
     assert history.final_accuracy >= recipe.target_accuracy, history.test_accuracy
+
+
+class InputSpy(nn.Module):
+    """The tiny model, keeping every training batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.seen = tiny_model(), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.inner(x)
+
+
+def test_flip_mirrors_some_images_and_changes_nothing_else(mnist_dir):
+    data = load_mnist(mnist_dir).subset(64, 16)  # one batch of 64
+    seen = {}
+    for augment in ("none", "flip"):
+        spy = InputSpy()
+        train(spy, data, replace(FAST, epochs=1, augment=augment), device="cpu", seed=0)
+        seen[augment] = torch.cat(spy.seen)  # (64, 1, 28, 28)
+    plain, augmented = seen["none"], seen["flip"]
+    mirrored = 0
+    for image in augmented:
+        same = bool((plain == image).flatten(1).all(1).any())
+        mirror = bool((plain.flip(-1) == image).flatten(1).all(1).any())
+        assert same or mirror, "an image that is neither a training image nor its mirror"
+        mirrored += mirror and not same
+    assert 0 < mirrored < len(augmented)
