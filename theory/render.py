@@ -175,9 +175,5 @@ def numerals_left(template: str) -> list[tuple[int, str]]:
     """(line, text) of every numeral in ``template`` outside placeholders and ``NOTATION``."""
     blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # noqa: E731 -- keep line numbers and offsets
     text = _NOTATION.sub(blank, _PLACEHOLDER.sub(blank, template))
-    found = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        for m in re.finditer(r"\d[\d.,]*", line):
-            found.append((lineno, template.splitlines()[lineno - 1].strip()[:120]))
-            break
-    return found
+    lines = template.splitlines()
+    return [(n, lines[n - 1].strip()[:120]) for n, line in enumerate(text.splitlines(), start=1) if re.search(r"\d", line)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+from torch import nn
+
 TOPICS = {
     "01-attention.md": "attention",
     "02-attention-by-hand.md": "by_hand",
@@ -22,3 +24,8 @@ def values_for(template: str) -> dict[str, object]:
     if template not in TOPICS:
         raise KeyError(f"no topic module for {template}; add it to theory.topics.TOPICS")
     return importlib.import_module(f"theory.topics.{TOPICS[template]}").values()
+
+
+def count(module: nn.Module) -> int:
+    """Parameters of ``module`` (also on the "meta" device: counted, not allocated)."""
+    return sum(p.numel() for p in module.parameters())

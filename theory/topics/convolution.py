@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from theory.topics import count
+
 # The questions' layers: question 6.1 (1D, a length-200 signal) and question 6.2 (2D, a 28 x 28 image).
 CONV1D = dict(in_channels=1, out_channels=8, kernel_size=4, stride=2, padding=0)
 LENGTH = 200
@@ -28,10 +30,6 @@ PLACES = 3  # decimals shown
 # Outputs of a window of size K (padding p, stride s) along an axis of length L.
 L, K, p, s = sympy.symbols("L K p s")
 OUT_LEN = sympy.floor((L - K + 2 * p) / s) + 1
-
-
-def count(layer: nn.Module) -> int:
-    return sum(t.numel() for t in layer.parameters())
 
 
 def pool(x: torch.Tensor) -> dict[str, object]:

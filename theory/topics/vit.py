@@ -4,7 +4,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from torch import nn
+
+from theory.topics import count
 
 from reference.configs import RECIPES
 from reference.vit import patchify
@@ -18,10 +19,6 @@ PE_PAIR = 2  # a sine and a cosine share each frequency
 IMAGE, CHANNELS, PATCH, WIDTH = 224, 3, 16, 768
 YEARS = {"transformer": 2017, "vit": 2020}  # publication years, for the comparison table
 PRETRAINING_SETS = ("ImageNet-21k", "JFT-300M")  # the ViT paper's large pre-training sets
-
-
-def count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def homework(name: str) -> dict[str, object]:
