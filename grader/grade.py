@@ -27,7 +27,7 @@ from grader.rubric import read_rubric, training_check_names
 from grader.sandbox import PROBES, Limits, Outcome, Sandbox
 from grader.scan import scan_files
 from grader.submission import StagedSubmission, stage_submission
-from reference.configs import get_recipe
+from reference.configs import Recipe, get_recipe, recipes_for
 from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
@@ -51,7 +51,7 @@ class GradeOptions:
     data_dir: str | None = None
     rubric: str | None = None
     visible_only: bool = False  # make check: the visible subset, no training, no points
-    time_limit: float | None = None  # training seconds per recipe; None: 600 on a CPU, 300 on a GPU
+    time_limit: float | None = None  # training seconds per recipe; None: each recipe's own (``limit_for``)
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
     threads: int | None = None  # a training child's CPU threads; None: every core (JOBS workers share them out)
     gpu_share: float | None = None  # a training child's share of the GPU's memory (JOBS workers on one GPU)
@@ -62,20 +62,26 @@ class GradeOptions:
         return () if self.visible_only else TRAINING_CHOICES[self.training]
 
     def resolved(self) -> GradeOptions:
-        """The concrete device ("cpu", "cuda"), an absolute data directory and the time limit.
-        A ValueError for a training device this machine does not have (checked only when
-        something will be trained); resolving twice changes nothing."""
+        """The concrete device ("cpu", "cuda") and an absolute data directory. A ValueError for a
+        training device this machine does not have (checked only when something will be
+        trained); resolving twice changes nothing."""
         if not self.recipes:
             return replace(self, device="cpu")
-        device = resolve_device(self.device)
-        limit = self.time_limit if self.time_limit is not None else (300.0 if device.type == "cuda" else 600.0)
-        return replace(self, device=str(device), data_dir=str(resolve_data_dir(self.data_dir).resolve()),
-                       time_limit=limit)
+        return replace(self, device=str(resolve_device(self.device)),
+                       data_dir=str(resolve_data_dir(self.data_dir).resolve()))
+
+    def limit_for(self, recipe: Recipe) -> float:
+        """Training seconds for ``recipe`` on the resolved device: ``time_limit`` when given, else
+        the recipe's own, else 600 on a CPU and 300 on a GPU."""
+        if self.time_limit is not None:
+            return self.time_limit
+        return recipe.time_limit or (300.0 if self.device.startswith("cuda") else 600.0)
 
 
 @dataclass
 class TrainingRun:
-    recipe: str
+    recipe: str  # the exercise ("cifar10"): its checks
+    config: str = ""  # the recipe that trained it or whose model the checkpoint fits ("cifar10-cpu")
     history: dict | None = None  # History.to_dict()
     attention: torch.Tensor | None = None  # (heads, N+1, N+1), first block, test image 0
     image: torch.Tensor | None = None  # uint8 (C, H, W)
@@ -203,13 +209,15 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         run.message = f"not trained: {refused}"
         return run, verdicts(run.message)
     options = options.resolved()
+    recipe = get_recipe(name, options.device)  # on a CPU, the exercise's CPU recipe where it has one
+    run.config = recipe.name
     try:
         data = _dataset(recipe.dataset, options.data_dir)  # held here; the children get parts of it
     except (DataNotFoundError, DataFormatError) as e:
         run.message = f"skipped: {str(e).splitlines()[0]}"
         return run, verdicts(run.message, skipped=True)
 
-    device, time_limit = options.device, options.time_limit
+    device, time_limit = options.device, options.limit_for(recipe)
     gpu = device.startswith("cuda")
     threads = 1 if gpu else (options.threads or os.cpu_count() or 1)
     limits = Limits(call_seconds=time_limit + TRAINING_GRACE_SECONDS, import_seconds=60,
@@ -217,7 +225,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                     gpu_memory_fraction=options.gpu_share)
     show = options.verbose
     if show:
-        print(f"  training {name} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
+        print(f"  training {name}{'' if recipe.name == name else f' (recipe {recipe.name})'} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
               f"{recipe.train.epochs} epochs / {time_limit:.0f} s) ...", file=sys.stderr, flush=True)
     model_kwargs = asdict(recipe.model)
     stats = {"mean": list(data.mean), "std": list(data.std)}
@@ -345,15 +353,18 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     limits = Limits(call_seconds=300.0, import_seconds=60, memory_bytes=None if gpu else 16 << 30,
                     tree_memory_bytes=12 << 30, threads=1 if gpu else (options.threads or os.cpu_count() or 1), gpu=gpu,
                     gpu_memory_fraction=options.gpu_share)
-    model_kwargs, stats = asdict(recipe.model), {"mean": list(data.mean), "std": list(data.std)}
+    candidates = recipes_for(name)  # the weights may come from any recipe of the exercise (GPU or CPU)
+    stats = {"mean": list(data.mean), "std": list(data.std)}
     started, before = time.perf_counter(), len(ctx.forbidden)
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
         judge.start()
-        loaded = judge.call(f"{PROBES}:checkpoint", model_kwargs, str(path))
+        loaded = judge.call(f"{PROBES}:checkpoint", [asdict(r.model) for r in candidates], str(path))
         ctx.forbidden += loaded.forbidden_calls
-        weights, why = _checkpoint_weights(loaded, file)
+        weights, fits, why = _checkpoint_weights(loaded, file, len(candidates))
         accuracy = train_accuracy = None
         if weights is not None:
+            run.config = candidates[fits].name
+            model_kwargs = asdict(candidates[fits].model)
             accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device)
         if accuracy is not None:
             sample = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(options.seed))[:TRAIN_SAMPLE]
@@ -374,7 +385,8 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
         run.message = f"{file} not graded: {why}"
         return run, verdicts(run.message)
     run.measured = [accuracy]
-    run.message = (f"{100 * accuracy:.2f}% test accuracy, measured by the grader from {file}: the model was trained by the "
+    run.message = (f"{100 * accuracy:.2f}% test accuracy, measured by the grader from {file} (the {run.config} model): "
+                   "the model was trained by the "
                    f"student, not by the grader ({100 * train_accuracy:.2f}% on {min(TRAIN_SAMPLE, len(data.train_labels))} "
                    "training images)")
     n_test, n_train = len(data.test_labels), min(TRAIN_SAMPLE, len(data.train_labels))
@@ -387,32 +399,40 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     return run, verdicts(run.message, accuracy)
 
 
-def _checkpoint_weights(loaded: Outcome, file: str) -> tuple[dict | None, str]:
-    """The submitted state_dict when it fits the student's model exactly; else None and why."""
+def _checkpoint_weights(loaded: Outcome, file: str, configurations: int) -> tuple[dict | None, int, str]:
+    """The submitted state_dict and the index of the first configuration of the student's model it
+    fits exactly; else None and why."""
     how = f"save model.state_dict() with torch.save(model.state_dict(), '{file}')"
     if not loaded.ok:
-        return None, f"it cannot be loaded with torch.load(weights_only=True) ({loaded.error.splitlines()[0]}): {how}"
+        return None, 0, f"it cannot be loaded with torch.load(weights_only=True) ({loaded.error.splitlines()[0]}): {how}"
     value = loaded.value if isinstance(loaded.value, dict) else {}
     expected = value.get("expected")
-    if not (isinstance(expected, dict) and all(isinstance(v, list) for v in expected.values())):
-        return None, "the model's parameters could not be listed"
+    if not (isinstance(expected, list) and len(expected) == configurations and all(
+            isinstance(e, dict) and all(isinstance(v, list) for v in e.values()) for e in expected)):
+        return None, 0, "the model's parameters could not be listed"
     state = value.get("state")
     if not _is_state(state):
         found = value.get("found", "something else")
         keys = value.get("keys") if isinstance(value.get("keys"), list) else []
-        return None, f"it holds a {found}{' with keys ' + ', '.join(map(str, keys)) if keys else ''}, not a state_dict: {how}"
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    shapes = [f"{k} {list(state[k].shape)} (expected {expected[k]})" for k in expected
-              if k in state and list(state[k].shape) != expected[k]]
+        return None, 0, f"it holds a {found}{' with keys ' + ', '.join(map(str, keys)) if keys else ''}, not a state_dict: {how}"
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    fits = next((i for i, e in enumerate(expected) if e == shapes), None)
+    if fits is not None:
+        return state, fits, ""
+    # Measured against the configuration the student meant: the one it misses least.
+    missing, extra, wrong = min((_misfit(shapes, e) for e in expected), key=lambda m: sum(map(len, m)))
     problems = [f"missing keys: {', '.join(missing[:6])}" if missing else "",
                 f"unexpected keys: {', '.join(extra[:6])}" if extra else "",
-                f"wrong shapes: {'; '.join(shapes[:4])}" if shapes else ""]
-    problems = [p for p in problems if p]
-    if problems:
-        return None, ("its weights do not fit your VisionTransformer built with the recipe's configuration ("
-                      + "; ".join(problems) + "): train the model the notebook builds and save its state_dict")
-    return state, ""
+                f"wrong shapes: {'; '.join(wrong[:4])}" if wrong else ""]
+    return None, 0, ("its weights do not fit your VisionTransformer built with the recipe's configuration ("
+                     + "; ".join(p for p in problems if p) + "): train the model the notebook builds and save its state_dict")
+
+
+def _misfit(shapes: dict[str, list[int]], expected: dict[str, list[int]]) -> tuple[list[str], list[str], list[str]]:
+    """What keeps weights of ``shapes`` from loading into a model whose parameters are ``expected``:
+    the missing keys, the unexpected keys, the wrong shapes."""
+    return ([k for k in expected if k not in shapes], [k for k in shapes if k not in expected],
+            [f"{k} {shapes[k]} (expected {expected[k]})" for k in expected if k in shapes and shapes[k] != expected[k]])
 
 
 @functools.lru_cache(maxsize=2)

@@ -230,11 +230,13 @@ def _normalized(images: Tensor, mean: list[float], std: list[float], device: str
     return (images.to(device).float() / 255 - m) / s
 
 
-def checkpoint(ns: Any, model_kwargs: dict, path: str) -> dict:
+def checkpoint(ns: Any, configurations: list[dict], path: str) -> dict:
     """The weights in the submitted file ``path``, loaded as data only (``weights_only``), and the
-    names and shapes of the parameters the student's own model has: the grader compares them."""
+    names and shapes of the parameters the student's own model has in each of the recipes'
+    ``configurations``: the grader compares them."""
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {k: list(v.shape) for k, v in ns.VisionTransformer(**model_kwargs).state_dict().items()}
+    expected = [{k: list(v.shape) for k, v in ns.VisionTransformer(**kwargs).state_dict().items()}
+                for kwargs in configurations]
     if isinstance(loaded, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()):
         return {"state": {k: v.detach().contiguous() for k, v in loaded.items()}, "expected": expected}
     keys = sorted(str(k) for k in loaded)[:8] if isinstance(loaded, dict) else []

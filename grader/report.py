@@ -178,12 +178,13 @@ def _training_figures(grade: Grade) -> list[dict]:
 
     out = []
     for run in grade.training:
-        item = {"recipe": run.recipe, "message": run.message, "curves": None, "attention": None}
+        title = run.recipe if run.config in ("", run.recipe) else f"{run.recipe} (recipe {run.config})"
+        item = {"recipe": title, "message": run.message, "curves": None, "attention": None}
         if run.history:
             fields = {k: v for k, v in run.history.items() if k in History.__dataclass_fields__}
             item["curves"] = _png(plot_history(History(**fields), f"{run.recipe}: your run (the grader's thresholds dashed)",
                                                thresholds=get_recipe(run.recipe).thresholds,
-                                               reference=_reference_history(run.recipe)))
+                                               reference=_reference_history(run.config or run.recipe)))
         if run.attention is not None and run.image is not None:
             item["attention"] = _png(draw_attention(run.attention, run.image, f"{run.recipe}: attention of your first block"))
         out.append(item)

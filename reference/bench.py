@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from .configs import RECIPES, get_recipe
+from .configs import ALL_RECIPES, CPU_RECIPES, RECIPES, get_recipe
 from .data import DataFormatError, DataNotFoundError, load_dataset
 from .devices import describe_device, device_argument
 from .training import resolve_device, train
@@ -20,7 +20,9 @@ TARGETS = {
     ("mnist", "cpu"): "94% within 60 s of training on 2 CPU cores",
     ("mnist", "cuda"): "94% in every seed (reference: >= 99% within 30 s on one H100)",
     ("cifar10", "cuda"): "70% in every seed; reference >= 80% within 60 s and 70% within 20 s on one H100",
-    ("cifar10", "cpu"): "no CPU target (2 cores with bf16: 104 s per epoch, 70% after 1,338 s in the reference run)",
+    ("cifar10", "cpu"): "no CPU target (2 cores with bf16: 104 s per epoch, 70% after 1,338 s in the reference run; the CPU recipe is cifar10-cpu)",
+    ("cifar10-cpu", "cpu"): ("70% within 600 s of training on 2 CPU cores, in every seed (not met so far: about 700 s on "
+                             "2 AMD EPYC cores, reference/results/cifar10-cpu_search.md; the grader allows it 900 s)"),
 }
 
 
@@ -48,17 +50,18 @@ def bench_recipe(name: str, seeds: int, data_dir: str | None, device: str) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference.bench", description=__doc__)
-    parser.add_argument("--recipes", nargs="+", default=None, choices=list(RECIPES),
-                        help="default: mnist on a CPU, all recipes on a GPU")
+    parser.add_argument("--recipes", nargs="+", default=None, choices=list(ALL_RECIPES),
+                        help="default: mnist and the CPU recipes on a CPU, the GPU recipes on a GPU")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="auto", type=device_argument)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    recipes = args.recipes or (list(RECIPES) if device.type == "cuda" else ["mnist"])
+    cpu = [r.name for r in CPU_RECIPES.values()]
+    recipes = args.recipes or (list(RECIPES) if device.type == "cuda" else ["mnist", *cpu])
     print(f"device: {describe_device(device)}   torch {torch.__version__}")
-    if "cifar10" not in recipes:
-        print("cifar10: skipped on the CPU (pass --recipes cifar10 to run it anyway)")
+    if device.type == "cpu" and not args.recipes:
+        print(f"cifar10: its CPU recipe {', '.join(cpu)} instead (about 12 min a seed on 2 cores; pass --recipes to choose)")
     for name in recipes:
         try:
             bench_recipe(name, args.seeds, args.data_dir, str(device))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import make_mnist_dir, real_data_dir
-from reference.configs import RECIPES, ModelConfig, get_recipe
+from reference.configs import ALL_RECIPES, CPU_RECIPES, RECIPES, ModelConfig, get_recipe, recipes_for
 from reference.data import load_mnist
 from reference import training
 from reference.training import History, TrainConfig, bf16_native, random_crop, random_flip, resolve_device, train
@@ -137,6 +137,18 @@ def test_devices_this_machine_lacks_are_clear_errors():
     else:
         with pytest.raises(ValueError, match="CUDA GPU"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_a_cpu_recipe_trains_the_same_exercise():
+    for exercise, cpu in CPU_RECIPES.items():
+        gpu = RECIPES[exercise]
+        assert (cpu.dataset, cpu.thresholds) == (gpu.dataset, gpu.thresholds) and cpu.name != gpu.name
+        assert get_recipe(exercise, "cpu") is cpu and get_recipe(exercise, torch.device("meta")) is gpu
+        assert get_recipe(exercise) is gpu and get_recipe(cpu.name) is cpu and recipes_for(exercise) == [gpu, cpu]
+    assert get_recipe("mnist", "cpu") is RECIPES["mnist"] and recipes_for("mnist") == [RECIPES["mnist"]]
+    assert set(ALL_RECIPES) == set(RECIPES) | {r.name for r in CPU_RECIPES.values()}
+    with pytest.raises(ValueError, match="cifar10-cpu"):
+        get_recipe("cifar100")
 
 
 def test_an_unknown_augmentation_is_a_clear_error(mnist_dir):

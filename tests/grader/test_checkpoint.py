@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grader.grade import GradeOptions, grade_submission
-from reference.configs import RECIPES, get_recipe
+from reference.configs import CPU_RECIPES, RECIPES, ModelConfig, get_recipe
 from reference.data import load_dataset
 from reference.training import evaluate, train
 from tests.conftest import labelled_blobs, make_mnist_dir, real_data_dir, write_idx
@@ -76,6 +76,21 @@ def test_weights_that_do_not_fit_the_model_name_the_keys(tmp_path, blobs):
     message = results[0].message
     assert not results[0].passed and "missing keys: head.bias" in message and "unexpected keys: classifier.weight" in message
     assert "wrong shapes: head.weight [3, 64] (expected [10, 64])" in message
+
+
+def test_weights_of_the_cpu_recipes_model_are_measured_in_that_model(tmp_path, blobs, monkeypatch):
+    # A student who trained on a CPU submits the CPU recipe's (smaller) model: it is measured
+    # in that configuration; weights that fit neither are compared with the closer one.
+    small = ModelConfig(28, 7, 1, 10, d_model=32, num_layers=1, num_heads=2, d_hidden=64)
+    monkeypatch.setitem(CPU_RECIPES, "mnist", dataclasses.replace(get_recipe("mnist"), name="mnist-cpu", model=small))
+    state = small.build().state_dict()
+    results, run = grade(submission(tmp_path / "fits", state), tmp_path / "fits", blobs)
+    assert run.config == "mnist-cpu" and len(run.measured) == 1 and "(the mnist-cpu model)" in run.message
+    state.pop("head.bias")
+    results, run = grade(submission(tmp_path / "misfit", state), tmp_path / "misfit", blobs)
+    message = results[0].message
+    assert run.config == "" and not run.measured
+    assert "(missing keys: head.bias)" in message  # the small model's one difference, not the large model's many
 
 
 def test_a_checkpoint_that_is_not_a_state_dict_says_what_to_save(tmp_path, blobs):

@@ -10,7 +10,7 @@ import pytest
 
 import grader.grade
 from grader.grade import GradeOptions, checked_history, grade_submission
-from reference.configs import get_recipe
+from reference.configs import CPU_RECIPES, ModelConfig, get_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_mnist_dir, real_data_dir  # noqa: E402
@@ -31,6 +31,18 @@ def test_training_runs_in_the_sandbox_and_reports_its_history(tmp_path):
     assert "of training on cpu" in run.message
     [result] = training_results(grade)
     assert not result.skipped
+
+
+def test_on_a_cpu_the_exercise_trains_with_its_cpu_recipe(tmp_path, monkeypatch):
+    # An MNIST CPU recipe with its own (smaller) model: the grader builds and trains that one.
+    mnist = get_recipe("mnist")
+    small = ModelConfig(28, 7, 1, 10, d_model=32, num_layers=1, num_heads=2, d_hidden=64)
+    monkeypatch.setitem(CPU_RECIPES, "mnist", dataclasses.replace(mnist, name="mnist-cpu", model=small))
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0)
+    run = grade_submission(REPO / "reference", tmp_path / "work", options).training[0]
+    assert (run.recipe, run.config) == ("mnist", "mnist-cpu")
+    assert run.attention is not None and tuple(run.attention.shape) == (2, 17, 17)  # the small model's 2 heads
 
 
 def test_no_data_skips_training_and_says_so(tmp_path):
@@ -78,7 +90,7 @@ def test_a_run_killed_by_the_clock_keeps_the_thresholds_reached_before(tmp_path,
     (folder / "vit.py").write_text((folder / "vit.py").read_text() + HANG_ON_SECOND_STEP)
     # Thresholds 0% (reached at the first evaluation, after step 1) and 94% (never, in one step).
     recipe = dataclasses.replace(get_recipe("mnist"), thresholds=(0.0, 0.94))
-    monkeypatch.setattr(grader.grade, "get_recipe", lambda name: recipe)
+    monkeypatch.setattr(grader.grade, "get_recipe", lambda name, device=None: recipe)
     monkeypatch.setattr(grader.grade, "TRAINING_GRACE_SECONDS", 0.0)
     data = make_mnist_dir(tmp_path / "data", 256, 64)  # 2 steps per epoch, evaluated after each
     options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=12.0, verbose=True)  # slack for a busy machine
@@ -120,7 +132,11 @@ def test_options_are_resolved_once_into_what_every_stage_uses(tmp_path, monkeypa
     asked = GradeOptions(training="mnist", device="auto")
     used = asked.resolved()
     assert used.device in ("cpu", "cuda") and used.data_dir == str(tmp_path / "data")
-    assert used.time_limit == (600.0 if used.device == "cpu" else 300.0)
+    default = 600.0 if used.device == "cpu" else 300.0
+    assert used.limit_for(get_recipe("mnist")) == default
+    own = dataclasses.replace(get_recipe("mnist"), time_limit=900.0)
+    assert used.limit_for(own) == 900.0  # a recipe's own limit
+    assert dataclasses.replace(used, time_limit=5.0).limit_for(own) == 5.0  # --time-limit wins
     assert used.resolved() == used  # stages may resolve again: nothing changes
     with pytest.raises(dataclasses.FrozenInstanceError):
         used.device = "cuda"  # type: ignore[misc]
