@@ -77,7 +77,8 @@ def add_grading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="data directory (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--rubric", default=None, help="a JSON file that changes points or visibility of checks "
                                                           "(default: the table of grader/checks.py)")
-    parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="training seconds per recipe (default: the recipe's own; else 600 on a CPU, 300 on a GPU)")
 
 
 def main(argv: list[str] | None = None) -> int:

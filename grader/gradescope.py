@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training", choices=list(TRAINING_CHOICES), default="mnist")
     parser.add_argument("--device", default="cpu", type=device_argument)
     parser.add_argument("--data-dir", default=None, help="default: ROOT/source/data")
-    parser.add_argument("--time-limit", type=float, default=None, help="training seconds per recipe")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="training seconds per recipe (default: the recipe's own; else 600 on a CPU, 300 on a GPU)")
     args = parser.parse_args(argv)
     results = args.root / "results"
     data_dir = args.data_dir or str(args.root / "source" / "data")

@@ -15,7 +15,7 @@ from reference.configs import RECIPES
 def quick_mnist(monkeypatch):
     # The real recipe, with a one-epoch budget: the tiny fixture data makes it a few seconds.
     recipe = RECIPES["mnist"]
-    monkeypatch.setitem(cli.RECIPES, "mnist", replace(recipe, train=replace(recipe.train, epochs=1)))
+    monkeypatch.setitem(RECIPES, "mnist", replace(recipe, train=replace(recipe.train, epochs=1)))
 
 
 def test_writes_results_and_keeps_other_recipes(tmp_path, quick_mnist):

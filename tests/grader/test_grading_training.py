@@ -34,14 +34,15 @@ def test_training_runs_in_the_sandbox_and_reports_its_history(tmp_path):
 
 
 def test_on_a_cpu_the_exercise_trains_with_its_cpu_recipe(tmp_path, monkeypatch):
-    # An MNIST CPU recipe with its own (smaller) model: the grader builds and trains that one.
+    # An MNIST CPU recipe with its own (smaller) model and time limit: the grader trains that one, that long.
     mnist = get_recipe("mnist")
     small = ModelConfig(28, 7, 1, 10, d_model=32, num_layers=1, num_heads=2, d_hidden=64)
-    monkeypatch.setitem(CPU_RECIPES, "mnist", dataclasses.replace(mnist, name="mnist-cpu", model=small))
+    monkeypatch.setitem(CPU_RECIPES, "mnist", dataclasses.replace(mnist, name="mnist-cpu", model=small, time_limit=0.0))
     data = make_mnist_dir(tmp_path / "data", 256, 64)
-    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0)
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data))
     run = grade_submission(REPO / "reference", tmp_path / "work", options).training[0]
     assert (run.recipe, run.config) == ("mnist", "mnist-cpu")
+    assert run.history["stop_reason"] == "time limit" and run.history["epochs"] < 1  # the recipe's own 0 s
     assert run.attention is not None and tuple(run.attention.shape) == (2, 17, 17)  # the small model's 2 heads
 
 
