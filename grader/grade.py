@@ -73,9 +73,10 @@ class GradeOptions:
     def limit_for(self, recipe: Recipe) -> float:
         """Training seconds for ``recipe`` on the resolved device: ``time_limit`` when given, else
         the recipe's own, else 600 on a CPU and 300 on a GPU."""
-        if self.time_limit is not None:
-            return self.time_limit
-        return recipe.time_limit or (300.0 if self.device.startswith("cuda") else 600.0)
+        for limit in (self.time_limit, recipe.time_limit):
+            if limit is not None:
+                return limit
+        return 300.0 if self.device.startswith("cuda") else 600.0
 
 
 @dataclass
