@@ -226,7 +226,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                     gpu_memory_fraction=options.gpu_share)
     show = options.verbose
     if show:
-        print(f"  training {name}{'' if recipe.name == name else f' (recipe {recipe.name})'} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
+        which = name if recipe.name == name else f"{name} (recipe {recipe.name})"
+        print(f"  training {which} on {device} (stops at {100 * recipe.target_accuracy:.0f}% or after "
               f"{recipe.train.epochs} epochs / {time_limit:.0f} s) ...", file=sys.stderr, flush=True)
     model_kwargs = asdict(recipe.model)
     stats = {"mean": list(data.mean), "std": list(data.std)}
