@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_mnist_dir, real_data_dir
+from conftest import real_data_dir
 from reference.configs import ALL_RECIPES, CPU_RECIPES, RECIPES, ModelConfig, get_recipe, recipes_for
 from reference.data import load_mnist
 from reference import training
-from reference.training import History, TrainConfig, bf16_native, random_crop, random_flip, resolve_device, train
+from reference.training import TrainConfig, bf16_native, random_crop, random_flip, resolve_device, train
 
 FAST = TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_epochs=0.5)
 
