@@ -10,6 +10,7 @@ DATA_DIR ?=
 DEVICE ?= auto
 RECIPES ?=
 SEEDS ?= 10
+FIRST_SEED ?= 0
 SUBMISSION ?=
 OUT ?=
 TRAINING ?= mnist
@@ -70,7 +71,7 @@ autograder: setup
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup
-	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) $(if $(RECIPES),--recipes $(RECIPES))
+	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) --first-seed $(FIRST_SEED) $(if $(RECIPES),--recipes $(RECIPES))
 	$(PY) -m grader.bench $(data_flag) --device $(DEVICE)
 	$(PY) -m course.bench $(data_flag)
 

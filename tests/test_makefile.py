@@ -18,7 +18,7 @@ def make(*args: str) -> subprocess.CompletedProcess:
 
 def test_an_empty_venv_uses_the_given_python_and_installs_nothing():
     plan = make("-n", "bench", "VENV=", "PYTHON=python3.x", "DEVICE=cuda", "DATA_DIR=/data").stdout
-    assert plan.splitlines() == ["python3.x -m reference.bench --data-dir /data --device cuda --seeds 10 ",
+    assert plan.splitlines() == ["python3.x -m reference.bench --data-dir /data --device cuda --seeds 10 --first-seed 0 ",
                                  "python3.x -m grader.bench --data-dir /data --device cuda",
                                  "python3.x -m course.bench --data-dir /data"]
     assert "pip" not in make("-n", "setup", "VENV=").stdout

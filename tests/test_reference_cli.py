@@ -1,5 +1,6 @@
 """``python -m reference``: results JSON and figures, nothing lost, clear errors."""
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -7,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 import reference.__main__ as cli
+import reference.bench as bench
 from conftest import REPO, make_mnist_dir
 from reference.configs import RECIPES
 
@@ -39,3 +41,13 @@ def test_missing_data_is_a_clear_error(tmp_path):
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "MNIST not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_runs_the_seeds_it_is_given(tmp_path, quick_mnist, capsys):
+    # A long bench (10 seeds of cifar10-cpu: about 2 hours on 2 cores) can be run in parts.
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    argv = ["--recipes", "mnist", "--seeds", "2", "--first-seed", "3", "--data-dir", str(data), "--device", "cpu"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^\s+(\d+)\s+\d+\.\d\d\s", out, re.M) == ["3", "4"]
+    assert re.search(r"in \d/2 seeds", out)
