@@ -1,4 +1,4 @@
-"""``python -m reference``: results JSON and figures, nothing lost, clear errors."""
+"""``python -m reference`` (results JSON and figures, nothing lost, clear errors) and ``python -m reference.bench``."""
 import json
 import re
 import subprocess
