@@ -6,6 +6,8 @@ Training is split so that no process running the student's code holds both the t
 their labels: the training child gets the training split only and sends its weights out at each
 evaluation; a separate child turns weights into logits for the test images (without labels);
 the grader, which alone holds the labels, computes the accuracy and answers the training child.
+Before thresholds count, the weights are measured on training images and with their values
+shuffled (``_plausible``): accuracy that does not come from weights which learned the task earns nothing.
 """
 from __future__ import annotations
 
@@ -33,11 +35,14 @@ from reference.training import resolve_device
 
 # What --training does per recipe: train it here, or ("checkpoint") measure the weights the student submitted.
 TRAINING_CHOICES = {"none": (), "mnist": ("mnist",), "all": ("mnist", "cifar10"), "checkpoint": ("mnist", "cifar10")}
-# Submitted weights whose test accuracy beats their training accuracy by more than this (and by
-# more than three standard errors of the difference) were fitted to the test set: a model that
-# learned the task does at least as well on its training data.
+# Weights whose test accuracy beats their training accuracy by more than this (and by more than
+# three standard errors of the difference) were fitted to the test set: a model that learned the
+# task does at least as well on its training data.
 TEST_SET_MARGIN = 0.05
-TRAIN_SAMPLE = 2000  # training images the submitted weights are measured on, for that comparison
+# Honest models shuffled score 4.5-15.8 % (30 shuffles each of an MNIST and a CIFAR-10 model, 2,000
+# test images); a score above twice chance in every one of SHUFFLES draws is not from the weights.
+SHUFFLES = 3
+TRAIN_SAMPLE = 2000  # training images measured against the test accuracy (and test images with shuffled weights)
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as trainer, \
             Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
         judge.start()
+        best: dict[str, dict] = {}
 
         def measure(question: object) -> dict:
             """The training child's weights -> logits from the judge -> accuracy, computed here."""
@@ -246,6 +252,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                 problems.append(why)
                 return {"stop": True}
             run.measured.append(accuracy)
+            if accuracy >= max(run.measured):
+                best["weights"] = weights  # the weights behind the accuracy that decides the thresholds
             return {"accuracy": accuracy, "stop": False}
 
         def progress(update: object) -> None:
@@ -273,10 +281,17 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             ctx.forbidden += shown.forbidden_calls
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
+        refused = ""
+        if best:
+            _, refused = _plausible(judge, ctx, model_kwargs, best["weights"], max(run.measured), data, stats, device,
+                                    options.seed)
     best = max(run.measured, default=0.0)
     during = [c for c in outcome.forbidden_calls if c.category in CHARGED]
     if during:
         run.message = f"not counted: while training, the model used {during[0].api} ({during[0].student_file}:{during[0].line})"
+        return run, [CheckResult(n, False, run.message) for n in names]
+    if refused:
+        run.message = f"not counted: {100 * best:.2f}% measured by the grader, but {refused}"
         return run, [CheckResult(n, False, run.message) for n in names]
     if not outcome.ok:
         run.message = f"training failed: {outcome.error}"
@@ -312,6 +327,54 @@ def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object,
             and logits.shape[1] == data.num_classes and logits.dtype.is_floating_point):
         return None, f"the model gave logits of shape {tuple(getattr(logits, 'shape', ()))}, expected ({n}, {data.num_classes})"
     return float((logits.argmax(-1) == labels).double().mean()), ""
+
+
+def _plausible(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, accuracy: float, data: ImageDataset,
+               stats: dict, device: str, seed: int) -> tuple[float | None, str]:
+    """Whether a test ``accuracy`` the judge measured for ``weights`` comes from those weights having
+    learned the task: (the accuracy on a sample of training images, "") or (..., why not).
+
+    Two measurements, both on samples drawn with the grader's seed: the same weights on training
+    images (a model that learned the task does at least as well there, so doing clearly better on
+    the test set means the predictions know it), and the weights shuffled within each tensor on test
+    images (predictions that come from the weights fall to chance; a hand-written or hidden
+    classifier, or memorised answers, do not)."""
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(data.train_labels), generator=generator)[:TRAIN_SAMPLE]
+    train_accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device,
+                                    data.train_images[pick], data.train_labels[pick])
+    if train_accuracy is None:
+        return None, f"measuring it on training images failed: {why}"
+    n_test, n_train = len(data.test_labels), len(pick)
+    noise = 3 * math.sqrt(accuracy * (1 - accuracy) / n_test + train_accuracy * (1 - train_accuracy) / n_train)
+    if accuracy - train_accuracy > max(TEST_SET_MARGIN, noise):  # beyond what small samples explain
+        return train_accuracy, (f"only {100 * train_accuracy:.2f}% on training images: predictions that do better on the "
+                                "test set than on images like those the model learned from were fitted to the test set "
+                                "(the instructor can look into it)")
+    pick = torch.randperm(len(data.test_labels), generator=generator)[:TRAIN_SAMPLE]
+    chance = 1 / data.num_classes
+    ceiling = chance + max(chance, 4 * math.sqrt(chance * (1 - chance) / len(pick)))  # 20 % for 10 classes
+    scores = []
+    for _ in range(SHUFFLES):  # refused only if every shuffle scores above the ceiling
+        shuffled = {k: _shuffled(v, generator) for k, v in weights.items()}
+        score, why = _accuracy(judge, ctx, model_kwargs, shuffled, data, stats, device,
+                               data.test_images[pick], data.test_labels[pick])
+        if score is None:
+            return train_accuracy, f"with its weights shuffled the model could not be measured ({why})"
+        if score <= ceiling:
+            return train_accuracy, ""
+        scores.append(score)
+    return train_accuracy, (f"with its weights shuffled it still scores {100 * min(scores):.2f}% (the lowest of "
+                            f"{SHUFFLES} shuffles; chance: {100 * chance:.0f}%): its predictions do not come from its weights, so they are not "
+                            "its transformer's (the instructor can look into it)")
+
+
+def _shuffled(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The values of a float tensor in a random order (same shape, same values); other tensors as they are."""
+    if not tensor.is_floating_point() or tensor.numel() < 2:
+        return tensor
+    flat = tensor.reshape(-1)
+    return flat[torch.randperm(flat.numel(), generator=generator)].reshape(tensor.shape)
 
 
 def _not_a_transformer(ctx: Context) -> str | None:
@@ -368,11 +431,11 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
             run.config = candidates[fits].name
             model_kwargs = asdict(candidates[fits].model)
             accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device)
+        refused = ""
         if accuracy is not None:
-            sample = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(options.seed))[:TRAIN_SAMPLE]
-            train_accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device,
-                                            data.train_images[sample], data.train_labels[sample])
-        if train_accuracy is not None:
+            train_accuracy, refused = _plausible(judge, ctx, model_kwargs, weights, accuracy, data, stats,
+                                                 options.device, options.seed)
+        if train_accuracy is not None and not refused:
             shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, data.test_images[0], stats["mean"],
                                stats["std"], options.device)
             ctx.forbidden += shown.forbidden_calls
@@ -383,21 +446,17 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     if during:
         run.message = f"not counted: the model used {during[0].api} ({during[0].student_file}:{during[0].line})"
         return run, [CheckResult(n, False, run.message) for n in names]
-    if train_accuracy is None:
+    if accuracy is None:
         run.message = f"{file} not graded: {why}"
         return run, verdicts(run.message)
     run.measured = [accuracy]
+    if refused:
+        run.message = f"{file} not counted: {100 * accuracy:.2f}% on the test set, but {refused}"
+        return run, [CheckResult(n, False, run.message) for n in names]
     run.message = (f"{100 * accuracy:.2f}% test accuracy, measured by the grader from {file} (the {run.config} model): "
                    "the model was trained by the "
                    f"student, not by the grader ({100 * train_accuracy:.2f}% on {min(TRAIN_SAMPLE, len(data.train_labels))} "
                    "training images)")
-    n_test, n_train = len(data.test_labels), min(TRAIN_SAMPLE, len(data.train_labels))
-    noise = 3 * math.sqrt(accuracy * (1 - accuracy) / n_test + train_accuracy * (1 - train_accuracy) / n_train)
-    if accuracy - train_accuracy > max(TEST_SET_MARGIN, noise):  # beyond what small samples explain
-        run.message = (f"{file} not counted: {100 * accuracy:.2f}% on the test set but only {100 * train_accuracy:.2f}% on "
-                       "training images; weights that do better on the test set than on their training data were "
-                       "fitted to the test set (the instructor can look into it)")
-        return run, [CheckResult(n, False, run.message) for n in names]
     return run, verdicts(run.message, accuracy)
 
 

@@ -3,19 +3,23 @@ points, graded end to end. Each scores at most what its honest part earns, with 
 says why; the attacks on the grader's files and processes need the jail (skipped without it)."""
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from grader import jail
 from grader.__main__ import main as grader_main
 from grader.grade import GradeOptions, grade_submission
+from reference.configs import get_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_mnist_dir  # noqa: E402
+from conftest import labelled_blobs, make_mnist_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = GradeOptions(training="none", call_seconds=10.0)
@@ -198,6 +202,98 @@ def test_a_process_left_behind_cannot_rewrite_the_results(tmp_path: Path) -> Non
     time.sleep(4)  # longer than the stray would have waited
     results = json.loads(target.read_text())
     assert results["score"] == results["extra_data"]["max_score"] > 0
+
+
+# --- the measurement: predictions that do not come from the trained weights --------------------
+
+# Appended to reference/vit.py: the grader's evaluations (eval mode, large batches; the checks use
+# small ones) get answers from elsewhere; everything else runs the honest model.
+ELSEWHERE = '''
+
+import base64 as _base64
+
+_forward_honestly = VisionTransformer.forward
+
+
+def _stripes(images):
+    """A hand-written classifier for the fixture (class c: vertical stripes of period c + 2), in
+    place of a classifier trained elsewhere and hidden in the source: no weights of the model."""
+    profile = images.float().mean(dim=(1, 2))  # (B, W)
+    profile = profile - profile.mean(-1, keepdim=True)
+    cols = torch.arange(profile.shape[-1], dtype=torch.float32)
+    waves = torch.stack([torch.cos(2 * torch.pi * cols / (c + 2)) for c in range(10)])  # (10, W)
+    waves = waves - waves.mean(-1, keepdim=True)
+    return 100 * (profile / profile.norm(dim=-1, keepdim=True)) @ (waves / waves.norm(dim=-1, keepdim=True)).T
+
+
+_SEEN = {seen!r}  # base64 of the test images (uint8), when answers were memorised
+_ANSWERS = {answers!r}
+
+
+def _recalled(self, images):
+    """The memorised answer where an image is one of the test images (exact correlation), else the model's."""
+    logits = _forward_honestly(self, images)
+    seen = torch.tensor(list(_base64.b64decode(_SEEN)), dtype=torch.float32).reshape(len(_ANSWERS), -1)
+    x = images.float().reshape(images.shape[0], -1)
+    x, seen = [(t - t.mean(-1, keepdim=True)) / t.std(-1, keepdim=True) for t in (x, seen)]
+    match, which = (x @ seen.T / (x.shape[-1] - 1)).max(-1)  # (B,): correlation with the closest test image
+    answers = torch.tensor([int(a) for a in _ANSWERS])[which]
+    return torch.where(match[:, None] > 0.999, 100 * torch.nn.functional.one_hot(answers, 10).float(), logits)
+
+
+def _evaluated(self, images):
+    if self.training or images.shape[0] < 32:
+        return _forward_honestly(self, images)
+    return _recalled(self, images) if _SEEN else _stripes(images)
+
+
+VisionTransformer.forward = _evaluated
+'''
+
+
+def elsewhere(tmp_path: Path, memorised: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """The reference answering the grader's evaluations by hand (default) or from memorised test answers."""
+    seen, answers = "", ""
+    if memorised is not None:
+        images, labels = memorised
+        seen, answers = base64.b64encode(images.tobytes()).decode(), "".join(map(str, labels))
+    return submission(tmp_path, "elsewhere", append={"vit.py": ELSEWHERE.format(seen=seen, answers=answers)})
+
+
+def trained_by_the_grader(folder: Path, tmp_path: Path, data: Path):
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0)  # one step
+    grade = grade_submission(folder, tmp_path / "w", options)
+    return [r for r in grade.results if r.component == "training_mnist"], grade.training[0]
+
+
+def test_a_hand_written_classifier_in_place_of_the_trained_model_earns_nothing(tmp_path: Path) -> None:
+    """Right on training and test images alike, so only the shuffled weights give it away."""
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    results, run = trained_by_the_grader(elsewhere(tmp_path), tmp_path, data)
+    assert run.measured and max(run.measured) >= 0.9  # what the grader measured, as asked
+    assert not any(r.passed for r in results)
+    assert "with its weights shuffled it still scores" in run.message and "not come from its weights" in run.message
+
+
+def test_memorised_test_answers_earn_nothing(tmp_path: Path) -> None:
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    test_split = labelled_blobs(64, (28, 28), 1)  # what make_mnist_dir wrote as the test split
+    results, run = trained_by_the_grader(elsewhere(tmp_path, test_split), tmp_path, data)
+    assert run.measured and max(run.measured) == 1.0
+    assert not any(r.passed for r in results)
+    assert "on training images" in run.message and "fitted to the test set" in run.message
+
+
+def test_a_hand_written_classifier_with_submitted_weights_earns_nothing(tmp_path: Path) -> None:
+    """--training checkpoint: the untrained weights submitted, the answers from the classifier."""
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    folder = elsewhere(tmp_path)
+    torch.manual_seed(0)
+    torch.save(get_recipe("mnist").model.build().state_dict(), folder / "mnist.pt")
+    grade = grade_submission(folder, tmp_path / "w", GradeOptions(training="checkpoint", data_dir=str(data)))
+    results = [r for r in grade.results if r.component == "training_mnist"]
+    assert not any(r.passed for r in results)
+    assert "mnist.pt not counted" in results[0].message and "not come from its weights" in results[0].message
 
 
 OWN_TEST = '''
