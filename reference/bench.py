@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="auto", type=device_argument)
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds must be 1 or more and --first-seed 0 or more")
     device = resolve_device(args.device)
     cpu = [r.name for r in CPU_RECIPES.values()]
     recipes = args.recipes or (list(RECIPES) if device.type == "cuda" else ["mnist", *cpu])

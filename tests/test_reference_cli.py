@@ -51,3 +51,11 @@ def test_bench_runs_the_seeds_it_is_given(tmp_path, quick_mnist, capsys):
     out = capsys.readouterr().out
     assert re.findall(r"^\s+(\d+)\s+\d+\.\d\d\s", out, re.M) == ["3", "4"]
     assert re.search(r"in \d/2 seeds", out)
+
+
+@pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--first-seed", "-1")])
+def test_bench_refuses_a_seed_range_with_no_seeds(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--recipes", "mnist", flag, value, "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert "--seeds must be 1 or more and --first-seed 0 or more" in capsys.readouterr().err
