@@ -156,6 +156,30 @@ def test_an_unknown_augmentation_is_a_clear_error(mnist_dir):
         train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, augment="crop"), device="cpu")
 
 
+@pytest.mark.parametrize("change", [{"schedule": "step"}, {"schedule": "trapezoid", "cooldown": 0.0}])
+def test_an_unknown_schedule_is_a_clear_error(mnist_dir, change):
+    with pytest.raises(ValueError, match="choose one of cosine, trapezoid; a cooldown share in"):
+        train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, **change), device="cpu")
+
+
+def test_schedules_after_the_warm_up():
+    lr = lambda step, schedule: training._lr_factor(step, 10, 110, schedule, cooldown=0.25)  # noqa: E731
+    assert [lr(s, "cosine") for s in (0, 9)] == [lr(s, "trapezoid") for s in (0, 9)] == [0.1, 1.0]  # same warm-up
+    assert lr(60, "cosine") == pytest.approx(0.5) and lr(110, "cosine") == pytest.approx(0.0)
+    # trapezoid: the peak until the last quarter of the steps (82.5 of 110), then a straight line to zero
+    assert [lr(s, "trapezoid") for s in (10, 50, 82)] == [1.0, 1.0, 1.0]
+    assert [lr(s, "trapezoid") for s in (83, 96.25, 110)] == pytest.approx([27 / 27.5, 0.5, 0.0])
+
+
+def test_train_uses_the_configured_schedule(mnist_dir, monkeypatch):
+    seen = set()
+    real = training._lr_factor
+    monkeypatch.setattr(training, "_lr_factor", lambda *args: seen.add(args[3:]) or real(*args))
+    train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, epochs=1, schedule="trapezoid", cooldown=0.5),
+          device="cpu")
+    assert seen == {("trapezoid", 0.5)}
+
+
 def test_crop_and_flip_keep_the_pixels():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
     assert torch.equal(random_crop(images, 0), images)
