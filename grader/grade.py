@@ -7,7 +7,8 @@ their labels: the training child gets the training split only and sends its weig
 evaluation; a separate child turns weights into logits for the test images (without labels);
 the grader, which alone holds the labels, computes the accuracy and answers the training child.
 Before thresholds count, the weights are measured on training images and with their values
-shuffled (``_plausible``): accuracy that does not come from weights which learned the task earns nothing.
+shuffled (``_plausible``): accuracy that does not come from weights which learned the task earns
+nothing.
 """
 from __future__ import annotations
 
@@ -242,10 +243,11 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as trainer, \
             Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
         judge.start()
-        best: dict[str, dict] = {}
+        best_weights: dict | None = None
 
         def measure(question: object) -> dict:
             """The training child's weights -> logits from the judge -> accuracy, computed here."""
+            nonlocal best_weights
             weights = question.get("weights") if isinstance(question, dict) else None
             accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device)
             if accuracy is None:
@@ -253,7 +255,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                 return {"stop": True}
             run.measured.append(accuracy)
             if accuracy >= max(run.measured):
-                best["weights"] = weights  # the weights behind the accuracy that decides the thresholds
+                best_weights = weights  # the weights behind the accuracy that decides the thresholds
             return {"accuracy": accuracy, "stop": False}
 
         def progress(update: object) -> None:
@@ -282,8 +284,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
         refused = ""
-        if best:
-            _, refused = _plausible(judge, ctx, model_kwargs, best["weights"], max(run.measured), data, stats, device,
+        if best_weights is not None:
+            _, refused = _plausible(judge, ctx, model_kwargs, best_weights, max(run.measured), data, stats, device,
                                     options.seed)
     best = max(run.measured, default=0.0)
     during = [c for c in outcome.forbidden_calls if c.category in CHARGED]
@@ -365,8 +367,8 @@ def _plausible(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, 
             return train_accuracy, ""
         scores.append(score)
     return train_accuracy, (f"with its weights shuffled it still scores {100 * min(scores):.2f}% (the lowest of "
-                            f"{SHUFFLES} shuffles; chance: {100 * chance:.0f}%): its predictions do not come from its weights, so they are not "
-                            "its transformer's (the instructor can look into it)")
+                            f"{SHUFFLES} shuffles; chance: {100 * chance:.0f}%): its predictions do not come from its "
+                            "weights, so they are not its transformer's (the instructor can look into it)")
 
 
 def _shuffled(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
