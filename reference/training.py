@@ -152,7 +152,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _lr_factor(step: int, warmup: int, total: int, schedule: str = "cosine", cooldown: float = 0.25) -> float:
+def _lr_factor(step: int, warmup: int, total: int, schedule: str, cooldown: float) -> float:
     """The learning rate at ``step`` (0-based) of ``total``, as a share of the peak."""
     if step < warmup:
         return (step + 1) / warmup

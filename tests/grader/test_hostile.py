@@ -20,6 +20,7 @@ from reference.configs import get_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import labelled_blobs, make_mnist_dir  # noqa: E402
+from test_grading_training import training_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = GradeOptions(training="none", call_seconds=10.0)
@@ -263,7 +264,7 @@ def elsewhere(tmp_path: Path, memorised: tuple[np.ndarray, np.ndarray] | None = 
 def trained_by_the_grader(folder: Path, tmp_path: Path, data: Path):
     options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0)  # one step
     grade = grade_submission(folder, tmp_path / "w", options)
-    return [r for r in grade.results if r.component == "training_mnist"], grade.training[0]
+    return training_results(grade), grade.training[0]
 
 
 def test_a_hand_written_classifier_in_place_of_the_trained_model_earns_nothing(tmp_path: Path) -> None:
@@ -291,7 +292,7 @@ def test_a_hand_written_classifier_with_submitted_weights_earns_nothing(tmp_path
     torch.manual_seed(0)
     torch.save(get_recipe("mnist").model.build().state_dict(), folder / "mnist.pt")
     grade = grade_submission(folder, tmp_path / "w", GradeOptions(training="checkpoint", data_dir=str(data)))
-    results = [r for r in grade.results if r.component == "training_mnist"]
+    results = training_results(grade)
     assert not any(r.passed for r in results)
     assert "mnist.pt not counted" in results[0].message and "not come from its weights" in results[0].message
 
