@@ -1,6 +1,7 @@
 """Correct means full marks, on every seed: correct solutions written differently from the
-reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names) are
-graded over five seeds and must all get identical, full scores."""
+reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names, the
+class token and positional embedding started from N(0, 1)) are graded over five seeds and must
+all get identical, full scores."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,6 +43,10 @@ VARIANTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, str]]] = {
         ("from .blocks import TransformerBlock", "from .blocks import HandLayerNorm, TransformerBlock"),
         ("self.norm = nn.LayerNorm(d_model)", "self.norm = HandLayerNorm(d_model)")]},
         {"blocks.py": HAND_LAYER_NORM.replace("class HandLayerNorm", "import torch\n\n\nclass HandLayerNorm")}),
+    # N(0, 1) starts, as some tutorials write (the grader's own training starts from the reference's)
+    "tutorial_init": ({"vit.py": [
+        ("torch.zeros(1, 1, d_model)", "torch.randn(1, 1, d_model)"),
+        ("torch.randn(1, num_patches + 1, d_model) * 0.02", "torch.randn(1, num_patches + 1, d_model)")]}, {}),
     "einops": ({"vit.py": [
         ("import torch\n", "import torch\nfrom einops import rearrange\n"),
         ("    grid = images.reshape(B, C, H // P, P, W // P, P)  # (B, C, h, P, w, P)\n"

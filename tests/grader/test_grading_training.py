@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import grader.grade
 from grader.grade import GradeOptions, checked_history, grade_submission
+from grader.sandbox import PROBES, Limits, Sandbox
+from grader.submission import stage_submission
 from reference.configs import CPU_RECIPES, ModelConfig, get_recipe
+from reference.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_mnist_dir, real_data_dir  # noqa: E402
@@ -44,6 +48,33 @@ def test_on_a_cpu_the_exercise_trains_with_its_cpu_recipe(tmp_path, monkeypatch)
     assert (run.recipe, run.config) == ("mnist", "mnist-cpu")
     assert run.history["stop_reason"] == "time limit" and run.history["epochs"] < 1  # the recipe's own 0 s
     assert run.attention is not None and tuple(run.attention.shape) == (2, 17, 17)  # the small model's 2 heads
+
+
+def test_training_starts_from_the_references_class_token_and_positional_embedding(tmp_path):
+    # A correct model that starts both from N(0, 1), as some tutorials write: the grader trains it
+    # from the reference's values (zeros; N(0, 0.02^2)), so that choice cannot cost thresholds.
+    folder = tmp_path / "tutorial_init"
+    shutil.copytree(REPO / "reference", folder, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    vit = folder / "vit.py"
+    text = vit.read_text()
+    for old, new in (("torch.zeros(1, 1, d_model)", "torch.randn(1, 1, d_model)"),
+                     ("torch.randn(1, num_patches + 1, d_model) * 0.02", "torch.randn(1, num_patches + 1, d_model)")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    vit.write_text(text)
+    model = dataclasses.asdict(ModelConfig(28, 7, 1, 10, d_model=32, num_layers=1, num_heads=2, d_hidden=64))
+    split = {"name": "mnist", "train_images": torch.zeros(8, 1, 28, 28, dtype=torch.uint8),
+             "train_labels": torch.zeros(8, dtype=torch.long), "classes": [str(i) for i in range(10)],
+             "mean": [0.5], "std": [0.25]}
+    with Sandbox(stage_submission(folder, tmp_path / "work"), Limits(call_seconds=60)) as box:
+        built = box.call(f"{PROBES}:vit", model, torch.zeros(1, 1, 28, 28))  # the submission as written
+        trained = box.request(f"{PROBES}:train", [model, dataclasses.asdict(TrainConfig(epochs=0)), split, "cpu", 0,
+                                                  0.9, 60.0])
+    assert built.ok and trained.ok, (built.error, trained.error)
+    assert built.value["state"]["pos_embedding"].std() > 0.5  # the edit took
+    start = trained.value["weights"]  # no training steps: the weights it started from
+    assert torch.equal(start["class_token"], torch.zeros(1, 1, 32))
+    assert 0.01 < start["pos_embedding"].std() < 0.03
 
 
 def test_no_data_skips_training_and_says_so(tmp_path):
