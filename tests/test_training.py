@@ -180,6 +180,47 @@ def test_train_uses_the_configured_schedule(mnist_dir, monkeypatch):
     assert seen == {("trapezoid", 0.5)}
 
 
+def test_weight_average_follows_the_weights_and_swaps_in_and_out():
+    layer = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    average = training.WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(3.0)
+    average.update()  # step 1: decay min(0.5, 2 / 11) = 2/11
+    expected = 1.0 + (3.0 - 1.0) * 9 / 11
+    with average.swapped_in():
+        assert layer.weight.flatten().tolist() == pytest.approx([expected, expected])
+    assert layer.weight.tolist() == [[3.0, 3.0]]  # the trained weights are back
+
+
+def test_train_measures_and_ends_with_the_averaged_weights(mnist_dir):
+    data = load_mnist(mnist_dir).subset(128, 32)
+    config = replace(FAST, epochs=2)
+    runs = {}
+    for ema in (0.0, 0.9):
+        measured = []
+
+        def evaluator(model: nn.Module) -> float:
+            measured.append([p.detach().clone() for p in model.parameters()])
+            return 0.5
+
+        torch.manual_seed(0)
+        model = tiny_model()
+        history = train(model, data, replace(config, ema=ema), device="cpu", evaluator=evaluator)
+        runs[ema] = history.step_loss, measured, [p.detach().clone() for p in model.parameters()]
+    (plain_loss, plain_measured, plain_end), (ema_loss, ema_measured, ema_end) = runs[0.0], runs[0.9]
+    assert ema_loss == plain_loss  # averaging leaves the training itself alone
+    assert all(torch.equal(a, b) for a, b in zip(plain_measured[-1], plain_end))
+    assert all(torch.equal(a, b) for a, b in zip(ema_measured[-1], ema_end))  # ends with what it measured
+    assert not all(torch.allclose(a, b) for a, b in zip(ema_end, plain_end))  # ... which is the average
+
+
+def test_an_ema_outside_zero_to_one_is_a_clear_error(mnist_dir):
+    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\)"):
+        train(tiny_model(), load_mnist(mnist_dir).subset(64, 16), replace(FAST, ema=1.0), device="cpu")
+
+
 def test_crop_and_flip_keep_the_pixels():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
     assert torch.equal(random_crop(images, 0), images)
