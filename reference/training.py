@@ -329,7 +329,7 @@ class WeightAverage:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.params = [p for p in model.parameters()]
+        self.params = list(model.parameters())
         self.average = [p.detach().clone() for p in self.params]
         self.decay = decay
         self.steps = 0
