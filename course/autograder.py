@@ -34,8 +34,8 @@ from reference.data import DataFormatError, DataNotFoundError, load_dataset, loa
 
 # Where Gradescope's image gets a CPU-only torch (PyPI's Linux wheel would pull CUDA: gigabytes).
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-# Training seconds per submission on Gradescope: the reference needs about 17 s on 2 cores, so about
-# 70 s on the default half CPU; a slower correct model still gets 3x that, and the whole run stays
+# Training seconds per submission on Gradescope: the reference needs about 12 s on 2 cores, so about
+# 50 s on the default half CPU; a slower correct model still gets 4x that, and the whole run stays
 # inside Gradescope's default 10 minutes (course.bench prints the measured figures).
 TIME_LIMIT = 240
 

@@ -44,7 +44,7 @@ def bench_recipe(name: str, seeds: int, data_dir: str | None, device: str, first
         print(f"  {seed:>4} {history.epochs:>6.2f} {history.seconds:>8.1f} {100 * history.final_accuracy:>7.2f}%  "
               f"{history.stop_reason}", flush=True)
     print(f"  reached {100 * target:.0f}% in {reached}/{seeds} seeds; epochs min/median/max "
-          f"{min(epochs)}/{statistics.median(epochs)}/{max(epochs)}; seconds min/median/max "
+          f"{min(epochs):.2f}/{statistics.median(epochs):.2f}/{max(epochs):.2f}; seconds min/median/max "
           f"{min(seconds):.1f}/{statistics.median(seconds):.1f}/{max(seconds):.1f}")
 
 

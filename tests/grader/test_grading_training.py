@@ -32,7 +32,7 @@ def test_training_runs_in_the_sandbox_and_reports_its_history(tmp_path):
     grade = grade_submission(REPO / "reference", tmp_path / "work", options)
     run = grade.training[0]
     assert run.history is not None and run.history["stop_reason"] in ("time limit", "target reached")
-    assert run.attention is not None and tuple(run.attention.shape) == (8, 17, 17)
+    assert run.attention is not None and tuple(run.attention.shape) == (4, 17, 17)
     assert "of training on cpu" in run.message
     [result] = training_results(grade)
     assert not result.skipped
