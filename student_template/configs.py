@@ -52,7 +52,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # The exercise's MNIST model: 16 patches of 7x7, 4 small blocks. Heads of width 16, not 8: on a
-    # CPU a step is then much cheaper and 94 % comes after the same number of steps (the grader
+    # CPU a step is then much cheaper and 94 % comes after about as many steps (the grader
     # trains it on every submission; reference/results/mnist_search.md).
     "mnist": Recipe(
         name="mnist",
