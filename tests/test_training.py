@@ -10,6 +10,7 @@ from torch import nn
 from conftest import real_data_dir
 from reference.configs import ALL_RECIPES, CPU_RECIPES, RECIPES, ModelConfig, get_recipe, recipes_for
 from reference.data import load_mnist
+from reference.devices import describe_device
 from reference import training
 from reference.training import TrainConfig, bf16_native, random_crop, random_flip, resolve_device, train
 
@@ -87,6 +88,16 @@ def test_bf16_native_names_the_hardware():
     assert bf16_native(torch.device("cuda")) and not bf16_native(torch.device("meta"))
     has = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert bf16_native(torch.device("cpu")) == has
+
+
+@pytest.mark.parametrize("avx512, amx, label", [(True, True, ", bf16 AMX)"), (True, False, ", bf16)"),
+                                                (False, False, " threads)")])
+def test_device_description_says_which_bf16_hardware_timed_it(monkeypatch, avx512, amx, label):
+    # Benchmarks and results.json carry this: figures from an AMX CPU do not compare with others.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    described = describe_device("cpu")
+    assert described.startswith("cpu (") and described.endswith(label)
 
 
 def test_nan_loss_stops_the_run(mnist_dir):
