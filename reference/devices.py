@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from .training import bf16_native, resolve_device
+from .training import bf16_native, cpu_has, resolve_device
 
 
 def device_argument(text: str) -> str:
@@ -22,7 +22,7 @@ def cpu_has_amx() -> bool:
     """Whether this CPU has AMX matrix tiles (recent Intel Xeons). On 2 cores of one the CPU recipe
     of CIFAR-10 trained in 0.72 times the time it took on 2 AMD EPYC cores with AVX512-BF16 alone
     (median of 10 seeds; reference/results/cifar10-cpu_search.md)."""
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())  # private: absent in some versions
+    return cpu_has("_is_amx_tile_supported")
 
 
 def describe_device(device: str | torch.device | None = None) -> str:

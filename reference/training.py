@@ -119,8 +119,13 @@ def bf16_native(device: torch.device) -> bool:
         return True
     if device.type != "cpu":
         return False
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent in some versions
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return cpu_has("_is_avx512_bf16_supported") or cpu_has("_is_amx_tile_supported")
+
+
+def cpu_has(probe: str) -> bool:
+    """torch's answer to ``torch.cpu.<probe>()``, e.g. ``"_is_amx_tile_supported"``; False where this
+    torch lacks the probe (they are private and come and go between versions)."""
+    return bool(getattr(torch.cpu, probe, lambda: False)())
 
 
 def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
