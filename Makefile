@@ -16,6 +16,7 @@ OUT ?=
 TRAINING ?= mnist
 JOBS ?= 1
 FORCE ?=
+ALLOW_UNISOLATED ?=
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -75,9 +76,9 @@ bench: setup
 	$(PY) -m grader.bench $(data_flag) --device $(DEVICE)
 	$(PY) -m course.bench $(data_flag)
 
-## grade: grade SUBMISSION (one path, several in quotes, or a class folder with one submission per entry; default: reference/ as a self-check); JOBS=N side by side, FORCE=1 regrades unchanged ones
+## grade: grade SUBMISSION (one path, several in quotes, or a class folder with one submission per entry; default: reference/ as a self-check); JOBS=N side by side, FORCE=1 regrades unchanged ones, ALLOW_UNISOLATED=1 grades where the jail cannot be had
 grade: setup
-	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT)) --jobs $(JOBS) $(if $(FORCE),--force)
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT)) --jobs $(JOBS) $(if $(FORCE),--force) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
 
 ## check: the students' quick visible checks on SUBMISSION (default: student_template/)
 check: setup

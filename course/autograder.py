@@ -13,7 +13,8 @@ At the archive's root (Gradescope unpacks it into ``/autograder/source``):
 - with ``--training checkpoint`` (the students submit the weights they trained, so that
   Gradescope's CPUs can grade CIFAR-10): ``data/cifar10/{train,test}.npz``, the test split and
   the training images the weights are compared on (``grader.grade.TRAIN_SAMPLE``);
-- ``seed``: the hidden inputs' seed, drawn now (in nothing students receive).
+- ``seed``: the deployment's secret seed (128 bits), drawn now; the grader derives every seed it
+  uses from it one way (``grader.seeds``), so no child ever sees it.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ cd /autograder/source
 apt-get install -y -qq bubblewrap python3-venv >/dev/null 2>&1 || apt-get install -y -qq python3-venv || true
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install --quiet --upgrade pip
-/autograder/venv/bin/pip install --quiet "{torch_spec}" --index-url "{torch_index}"
+# VITKIT_TORCH_INDEX= (empty) takes torch from pip's own configuration (a mirror, wheels on disk)
+torch_index="${{VITKIT_TORCH_INDEX-{torch_index}}}"
+/autograder/venv/bin/pip install --quiet "{torch_spec}" ${{torch_index:+--index-url "$torch_index"}}
 /autograder/venv/bin/pip install --quiet wheels/*.whl
 /autograder/venv/bin/python -c "import grader, torch; print('kit and torch', torch.__version__, 'installed')"
 """
@@ -91,7 +94,7 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
     build_wheel(root / "wheels")
     (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=TORCH_INDEX))
     (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT))
-    (root / "seed").write_text(f"{secrets.randbelow(2**31)}\n")
+    (root / "seed").write_text(f"{secrets.randbits(128)}\n")
     for script in ("setup.sh", "run_autograder"):
         (root / script).chmod(0o755)
     return root

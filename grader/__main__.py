@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from grader import jail
 from grader.batch import grade_class, grade_one, is_class_folder, rubric_total, submission_entries, submission_name
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
 from grader.rubric import RubricError, load_rubric, rubric_template
+from grader.scratch import temporary_folder
 from grader.submission import SubmissionError
 from reference.configs import get_recipe
 from reference.devices import cpu_has_amx, device_argument
@@ -40,7 +41,7 @@ def check(path: Path, options: GradeOptions) -> int:
     """The students' quick check, without points: interface, shapes and values against PyTorch on
     inputs drawn from the public seed (never the deployment's). 1 when a check fails, else 0."""
     options = replace(options, visible_only=True)
-    with tempfile.TemporaryDirectory(prefix="grader-") as work:
+    with temporary_folder("grader-") as work:
         grade = grade_submission(path, Path(work), options)
     print(f"{path}: the students' checks (interface, shapes, values against PyTorch on fixed inputs; seed {options.seed})")
     for note in grade.notes:
@@ -79,6 +80,9 @@ def add_grading_options(parser: argparse.ArgumentParser) -> None:
                                                           "(default: the table of grader/checks.py)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="training seconds per recipe (default: the recipe's own; else 600 on a CPU, 300 on a GPU)")
+    parser.add_argument("--allow-unisolated", action="store_true",
+                        help="grade even where the student's code cannot be jailed (it then runs with the grader's "
+                             f"rights: only for submissions you trust; also {jail.ALLOW_ENV}=1)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else (0 if args.check else deployment_seed())
     options = GradeOptions(training=args.training, device=args.device, seed=seed, data_dir=args.data_dir,
                            rubric=args.rubric, time_limit=args.time_limit, visible_only=args.check,
-                           verbose=not args.check).resolved()  # once: every stage reads these
+                           verbose=not args.check, allow_unisolated=args.allow_unisolated).resolved()  # once: every stage reads these
     try:  # the instructor's mistake: stop before grading anything
         points = load_rubric(args.rubric)
     except RubricError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    if not args.check:  # grading runs the students' code: only in the jail, unless the instructor said otherwise
+        try:
+            jail.require(jail.detect(), options.allow_unisolated)
+        except jail.IsolationError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if "cifar10" in options.recipes and options.device == "cpu" and options.training != "checkpoint":
         recipe = get_recipe("cifar10", "cpu")
         speed = (("this CPU has AMX" if cpu_has_amx() else "this CPU computes in bf16, without AMX")

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import secrets
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,7 +30,9 @@ import jinja2
 
 from grader.checks import COMPONENTS, TEST_CHECKS
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
+from grader.jail import IsolationError
 from grader.report import write_new, summary, write_failure, write_reports
+from grader.scratch import temporary_folder
 from grader.rubric import training_check_names
 from grader.submission import SubmissionError
 
@@ -40,6 +41,9 @@ KINDS = (".py", ".ipynb", ".zip")
 EXERCISE_MODULES = ("attention", "blocks", "vit")
 KEY_FILE = "grade.json"  # OUT/<name>/grade.json: what a re-run needs to skip an unchanged submission
 _KIT = Path(__file__).resolve().parent.parent
+# What a student reads when the grading machine cannot isolate their code (details: the instructor's log).
+MISCONFIGURED = ("the autograder is misconfigured: it could not isolate your code on the grading machine, so "
+                 "nothing was graded; this is not your fault: tell your instructor")
 
 
 @dataclass
@@ -85,10 +89,14 @@ def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_s
         print(f"grading {path} ...", file=sys.stderr, flush=True)
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - errors are said even when quiet
     try:
-        with tempfile.TemporaryDirectory(prefix="grader-") as work:
+        with temporary_folder("grader-") as work:
             grade = grade_submission(path, Path(work), options)
         table = summary(grade, name)
         write_reports(grade, out_dir, name)
+    except IsolationError as e:  # the instructor's to fix; the student reads only that it is not their fault
+        say(f"error: {path}: {e}")
+        _write_failure(path, out_dir, name, max_score, MISCONFIGURED, str(e))
+        return Row(name, "grader-error", max_score=max_score, message="the jail is not available")
     except SubmissionError as e:  # the message says what is wrong and what to do
         say(f"error: {path}: {e}")
         _write_failure(path, out_dir, name, max_score, str(e))
@@ -283,10 +291,21 @@ def _duration(seconds: float) -> str:
 
 # --- the gradebook and the index page -----------------------------------------------------------
 
-def _cell(value: object) -> str:
-    """A CSV cell a spreadsheet will not run: text starting with = + - @ is quoted with '."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+# What makes a spreadsheet read a cell as a formula (= + - @), or strip its start and then do so
+# (a tab, a CR; a newline too): a text cell starting with one is shown, never run.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _text_cell(text: str) -> str:
+    """A gradebook text cell a spreadsheet shows and never runs (CSV injection: a student names their
+    submission): one starting with = + - @, a tab or a CR gets a leading ', the spreadsheet's "text"."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _number_cell(value: float | None, number_format: str = "g") -> str:
+    """A number the grader computed, as a number: never quoted (a negative one would still be a
+    number, not a formula); empty for none."""
+    return "" if value is None else format(value, number_format)
 
 
 def write_gradebook(rows: list[Row], out: Path) -> None:
@@ -294,11 +313,13 @@ def write_gradebook(rows: list[Row], out: Path) -> None:
     components = [c for c in COMPONENTS if any(c in r.components for r in rows)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["student", "total", "max", *components, "status", "mnist_accuracy", "seconds"])
+    header = ["student", "total", "max", *components, "status", "mnist_accuracy", "seconds"]
+    writer.writerow([_text_cell(h) for h in header])
     for r in rows:
-        accuracy = "" if r.mnist_accuracy is None else f"{100 * r.mnist_accuracy:.2f}"
-        writer.writerow([_cell(r.student), f"{r.score:g}", f"{r.max_score:g}",
-                         *(f"{r.components.get(c, 0.0):g}" for c in components), r.status, accuracy, f"{r.seconds:g}"])
+        accuracy = None if r.mnist_accuracy is None else 100 * r.mnist_accuracy
+        writer.writerow([_text_cell(r.student), _number_cell(r.score), _number_cell(r.max_score),
+                         *(_number_cell(r.components.get(c, 0.0)) for c in components), _text_cell(r.status),
+                         _number_cell(accuracy, ".2f"), _number_cell(r.seconds)])
     out.mkdir(parents=True, exist_ok=True)
     write_new(out / "gradebook.csv", buffer.getvalue())
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from grader.integrity import ATTENTION, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
 from grader.sandbox import PROBES
+from grader.seeds import derive_seed
 from grader.submission import PACKAGE_NAME
 
 # The interface name a forbidden call happened in -> the component charged for it.
@@ -97,7 +98,7 @@ class Context:
     """What a check needs: a way to call probes, a seeded generator, and what is known so far."""
 
     call: Callable[..., Any]  # call(probe, *args) -> Outcome
-    seed: int
+    seed: int  # the deployment's secret; the generator draws with seeds derived from it
     generator: torch.Generator = field(init=False)
     forbidden: list[ForbiddenCall] = field(default_factory=list)
     results: dict[str, CheckResult] = field(default_factory=dict)
@@ -106,7 +107,13 @@ class Context:
     failures: list[str] = field(default_factory=list)  # the kind of every failed call (sandbox.KINDS)
 
     def __post_init__(self) -> None:
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = torch.Generator()
+        self.reseed("checks")
+
+    def reseed(self, purpose: str) -> None:
+        """Draw from here on with the seed of ``purpose`` (each check its own, ``"check:<name>"``):
+        derived one way from the secret ``seed``, so that inputs the child sees reveal nothing of it."""
+        self.generator.manual_seed(derive_seed(self.seed, purpose))
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.randn(*shape, generator=self.generator, dtype=dtype)

@@ -64,6 +64,10 @@ class _Runner:
         config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
         items[:] = chosen
 
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Each check draws its inputs from its own seed: the same inputs whichever checks ran before."""
+        self.ctx.reseed(f"check:{getattr(getattr(item, 'function', None), 'check_name', item.name)}")
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> object:
         yield

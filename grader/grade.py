@@ -29,6 +29,7 @@ from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import read_rubric, training_check_names
 from grader.sandbox import PROBES, Limits, Outcome, Sandbox
 from grader.scan import scan_files
+from grader.seeds import derive_seed
 from grader.submission import StagedSubmission, stage_submission
 from reference.configs import Recipe, get_recipe, recipes_for
 from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
@@ -53,7 +54,7 @@ class GradeOptions:
 
     training: str = "mnist"  # "none", "mnist" or "all"
     device: str = "auto"
-    seed: int = 0
+    seed: int = 0  # the deployment's secret: only seeds derived from it (grader.seeds) reach a child
     data_dir: str | None = None
     rubric: str | None = None
     visible_only: bool = False  # make check: the visible subset, no training, no points
@@ -62,6 +63,7 @@ class GradeOptions:
     threads: int | None = None  # a training child's CPU threads; None: every core (JOBS workers share them out)
     gpu_share: float | None = None  # a training child's share of the GPU's memory (JOBS workers on one GPU)
     verbose: bool = False  # say on stderr when long work (training) starts
+    allow_unisolated: bool = False  # grade even where the jail cannot be had (the instructor accepts the risk)
 
     @property
     def recipes(self) -> tuple[str, ...]:
@@ -94,6 +96,7 @@ class TrainingRun:
     image: torch.Tensor | None = None  # uint8 (C, H, W)
     message: str = ""
     measured: list[float] = field(default_factory=list)  # test accuracies the grader computed, in order
+    initial: float | None = None  # the untrained model's accuracy on a test sample, measured by the grader
     wall_seconds: float = 0.0  # the training request as the grader timed it (not the run's own account)
 
 
@@ -131,13 +134,17 @@ class Grade:
 
 
 def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOptions()) -> Grade:
-    """Grade ``path``. Raises SubmissionError (bad input), RubricError (bad rubric) or ValueError
-    (a training device this machine does not have) only."""
+    """Grade ``path``. Raises SubmissionError (bad input), RubricError (bad rubric), ValueError
+    (a training device this machine does not have) or jail.IsolationError (the student's code
+    cannot be isolated here, and the instructor did not accept that) only. The students' own
+    check (``visible_only``) runs their code on their machine, jail or not."""
     start = time.perf_counter()
     points, visibility = read_rubric(options.rubric)
     options = options.resolved()  # before any work: a missing device is the instructor's mistake
-    staged = stage_submission(Path(path), Path(workdir))
     isolation = jail.detect()
+    if not options.visible_only:
+        jail.require(isolation, options.allow_unisolated)
+    staged = stage_submission(Path(path), Path(workdir))
     grade = Grade(str(path), staged.kind, options.seed, [], points, notes=list(staged.notes),
                   dropped=[f"cell {d.cell}: {d.first_line} ({d.reason})" for d in staged.dropped],
                   isolation=list(isolation.layers), visibility=visibility)
@@ -150,7 +157,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     for call in own_tests:  # comparing with PyTorch in one's own test is fine; calling it from the model is not
         grade.notes.append(f"{call.api} in your test {call.function} ({call.student_file} line {call.line}): "
                            "allowed there; the grader checks at run time that the model never calls it")
-    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as box:
+    with Sandbox(staged, limits, seed=derive_seed(options.seed, "child"), isolation=isolation) as box:
         imported = box.start()
         ctx.modules = dict((imported.value or {}).get("modules", {})) if isinstance(imported.value, dict) else {}
         if not imported.ok:
@@ -240,15 +247,31 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     train_split = {"name": data.name, "train_images": data.train_images, "train_labels": data.train_labels,
                    "classes": list(data.classes), **stats}
     problems: list[str] = []
-    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as trainer, \
-            Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
+    child_seed = derive_seed(options.seed, "child")
+    with Sandbox(staged, limits, seed=child_seed, isolation=isolation) as trainer, \
+            Sandbox(staged, limits, seed=child_seed, isolation=isolation) as judge:
         judge.start()
         best_weights: dict | None = None
+        asked, budget = 0, evaluation_budget(recipe)
+        first = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(
+            derive_seed(options.seed, f"initial:{name}")))[:TRAIN_SAMPLE]
 
         def measure(question: object) -> dict:
-            """The training child's weights -> logits from the judge -> accuracy, computed here."""
-            nonlocal best_weights
+            """The training child's weights -> logits from the judge -> accuracy, computed and kept
+            here. The child hears only continue or stop, and no more often than its recipe plans:
+            the first question is the untrained model, then one per planned evaluation."""
+            nonlocal best_weights, asked
+            asked += 1
+            if asked > budget:
+                problems.append(f"the run asked for more than the {budget} evaluations its recipe plans")
+                return {"stop": True}
             weights = question.get("weights") if isinstance(question, dict) else None
+            if asked == 1:  # before the first step, whatever the child says
+                run.initial, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device,
+                                             data.test_images[first], data.test_labels[first])
+                if run.initial is None:
+                    problems.append(why)
+                return {"stop": run.initial is None}
             accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device)
             if accuracy is None:
                 problems.append(why)
@@ -256,7 +279,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             run.measured.append(accuracy)
             if accuracy >= max(run.measured):
                 best_weights = weights  # the weights behind the accuracy that decides the thresholds
-            return {"accuracy": accuracy, "stop": False}
+            return {"stop": accuracy >= recipe.target_accuracy}
 
         def progress(update: object) -> None:
             """One line per evaluation: the run's own epochs and loss, the grader's accuracy."""
@@ -268,14 +291,16 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
 
         started = time.perf_counter()
         outcome = trainer.request(f"{PROBES}:train",
-                                  [model_kwargs, asdict(recipe.train), train_split, device, options.seed,
-                                   recipe.target_accuracy, time_limit], on_ask=measure, on_update=progress)
+                                  [model_kwargs, asdict(recipe.train), train_split, device,
+                                   derive_seed(options.seed, f"training:{name}"), time_limit],
+                                  on_ask=measure, on_update=progress)
         run.wall_seconds = time.perf_counter() - started
         ctx.forbidden += outcome.forbidden_calls
         if not outcome.ok:
             ctx.failures.append(outcome.kind)
         value = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
-        run.history = checked_history(value.get("history") if outcome.ok else outcome.update)
+        run.history = with_measured(checked_history(value.get("history") if outcome.ok else outcome.update),
+                                    run.measured)
         weights = value.get("weights")
         if outcome.ok and _is_state(weights):
             image = data.test_images[0]
@@ -283,10 +308,10 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             ctx.forbidden += shown.forbidden_calls
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
-        refused = ""
-        if best_weights is not None:
+        refused = untrained_refusal(run.initial, data.num_classes, len(first))
+        if best_weights is not None and not refused:
             _, refused = _plausible(judge, ctx, model_kwargs, best_weights, max(run.measured), data, stats, device,
-                                    options.seed)
+                                    derive_seed(options.seed, f"plausible:{name}"))
     best = max(run.measured, default=0.0)
     during = [c for c in outcome.forbidden_calls if c.category in CHARGED]
     if during:
@@ -299,6 +324,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         run.message = f"training failed: {outcome.error}"
         if run.measured:
             run.message += f"; before that: {100 * best:.2f}% measured by the grader"
+        if problems:
+            run.message += f"; the evaluation stopped the run: {problems[0]}"
         if outcome.student_traceback:
             run.message += "\n" + outcome.student_traceback
         return run, verdicts(run.message)
@@ -311,6 +338,36 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         if run.history["stop_reason"] == "nan loss":
             run.message += "; the loss became NaN"
     return run, verdicts(run.message)
+
+
+def evaluation_budget(recipe: Recipe) -> int:
+    """How often a training run of ``recipe`` may have its weights measured: once untrained, at each
+    evaluation its schedule plans, and once more where the time limit ends it between two."""
+    return 2 + math.ceil(recipe.train.epochs * recipe.train.evals_per_epoch)
+
+
+def chance_ceiling(classes: int, n: int) -> float:
+    """The highest accuracy on ``n`` images that a model guessing at random reaches by chance (20 %
+    for 10 classes; honest models with shuffled weights score 4.5-15.8 %)."""
+    chance = 1 / classes
+    return chance + max(chance, 4 * math.sqrt(chance * (1 - chance) / n))
+
+
+def untrained_refusal(initial: float | None, classes: int, n: int) -> str:
+    """Why training points are refused because the model knew the task before training ("" if not)."""
+    if initial is None or initial <= chance_ceiling(classes, n):
+        return ""
+    return (f"before its first training step the model already scored {100 * initial:.2f}% (chance: "
+            f"{100 / classes:.0f}%): its accuracy does not come from the training the grader ran "
+            "(the instructor can look into it)")
+
+
+def with_measured(history: dict | None, measured: list[float]) -> dict | None:
+    """The run's own account with the grader's accuracies in place of its placeholders (the child
+    never learns an accuracy); None when the two do not line up, one evaluation each."""
+    if history is None or len(history["test_accuracy"]) != len(measured):
+        return None
+    return {**history, "test_accuracy": list(measured)}
 
 
 def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object, data: ImageDataset, stats: dict,
@@ -340,7 +397,11 @@ def _plausible(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, 
     images (a model that learned the task does at least as well there, so doing clearly better on
     the test set means the predictions know it), and the weights shuffled within each tensor on test
     images (predictions that come from the weights fall to chance; a hand-written or hidden
-    classifier, or memorised answers, do not)."""
+    classifier, or memorised answers, do not). First of all, the same images must get the same
+    logits at every batch size (``_batch_sizes_agree``)."""
+    why = _batch_sizes_agree(judge, ctx, model_kwargs, weights, data, stats, device)
+    if why:
+        return None, why
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data.train_labels), generator=generator)[:TRAIN_SAMPLE]
     train_accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device,
@@ -354,8 +415,7 @@ def _plausible(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, 
                                 "test set than on images like those the model learned from were fitted to the test set "
                                 "(the instructor can look into it)")
     pick = torch.randperm(len(data.test_labels), generator=generator)[:TRAIN_SAMPLE]
-    chance = 1 / data.num_classes
-    ceiling = chance + max(chance, 4 * math.sqrt(chance * (1 - chance) / len(pick)))  # 20 % for 10 classes
+    chance, ceiling = 1 / data.num_classes, chance_ceiling(data.num_classes, len(pick))
     scores = []
     for _ in range(SHUFFLES):  # refused only if every shuffle scores above the ceiling
         shuffled = {k: _shuffled(v, generator) for k, v in weights.items()}
@@ -369,6 +429,36 @@ def _plausible(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, 
     return train_accuracy, (f"with its weights shuffled it still scores {100 * min(scores):.2f}% (the lowest of "
                             f"{SHUFFLES} shuffles; chance: {100 * chance:.0f}%): its predictions do not come from its "
                             "weights, so they are not its transformer's (the instructor can look into it)")
+
+
+# Batch sizes the same images are measured at: one image, the checks' sizes, training's and evaluation's.
+BATCH_SIZES = (1, 3, 64, 128, 1000)
+BATCH_IMAGES = 12  # images measured one (and three) at a time
+
+
+def _batch_sizes_agree(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: dict, data: ImageDataset,
+                       stats: dict, device: str) -> str:
+    """"" when the model gives the same test images the same logits at every size of BATCH_SIZES,
+    else why not: a model that behaves one way on the checks' small batches and another on the
+    grader's large ones (a CNN behind the transformer) is not the model that was checked."""
+    images = data.test_images[:max(BATCH_SIZES)]
+    rows: dict[int, torch.Tensor] = {}
+    for size in sorted(BATCH_SIZES, reverse=True):
+        some = images if size > BATCH_IMAGES else images[:BATCH_IMAGES]
+        outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, some, stats["mean"], stats["std"], device, size)
+        ctx.forbidden += outcome.forbidden_calls
+        if not outcome.ok or not isinstance(outcome.value, torch.Tensor) or tuple(outcome.value.shape[:1]) != (len(some),):
+            return f"measuring it at batch size {size} failed: {outcome.error or 'logits of the wrong shape'}"
+        rows[size] = outcome.value.double()
+    full = rows[max(BATCH_SIZES)]
+    for size, got in rows.items():
+        expected = full[:len(got)]
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-2, atol=1e-2):
+            gap = (got - expected).abs().max().item() if got.shape == expected.shape else float("inf")
+            return (f"the same test images got other logits at batch size {size} than at {max(BATCH_SIZES)} "
+                    f"(largest difference {gap:.3g}): the model the grader measured is not the one its checks saw "
+                    "(the instructor can look into it)")
+    return ""
 
 
 def _shuffled(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -423,7 +513,7 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     candidates = recipes_for(name)  # the weights may come from any recipe of the exercise (GPU or CPU)
     stats = {"mean": list(data.mean), "std": list(data.std)}
     started, before = time.perf_counter(), len(ctx.forbidden)
-    with Sandbox(staged, limits, seed=options.seed, isolation=isolation) as judge:
+    with Sandbox(staged, limits, seed=derive_seed(options.seed, "child"), isolation=isolation) as judge:
         judge.start()
         loaded = judge.call(f"{PROBES}:checkpoint", [asdict(r.model) for r in candidates], str(path))
         ctx.forbidden += loaded.forbidden_calls
@@ -436,7 +526,7 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
         refused = ""
         if accuracy is not None:
             train_accuracy, refused = _plausible(judge, ctx, model_kwargs, weights, accuracy, data, stats,
-                                                 options.device, options.seed)
+                                                 options.device, derive_seed(options.seed, f"plausible:{name}"))
         if train_accuracy is not None and not refused:
             shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, data.test_images[0], stats["mean"],
                                stats["std"], options.device)

@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from grader import jail
 from grader.__main__ import deployment_seed
-from grader.batch import grade_one, rubric_total
+from grader.batch import MISCONFIGURED, grade_one, rubric_total
 from grader.grade import TRAINING_CHOICES, GradeOptions
 from grader.report import write_failure
 from grader.rubric import RubricError, load_rubric
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         write_failure(results, "submission", 0.0, f"the autograder is misconfigured ({e}); tell your instructor")
         return 2
     total = rubric_total(points, args.training)
+    try:  # the jail, or no grading: the details go to the log (stderr), the student reads that it is not theirs
+        jail.require(jail.detect())
+    except jail.IsolationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        write_failure(results, "submission", total, MISCONFIGURED, str(e))
+        return 2
     folder = args.root / "submission"
     if not folder.is_dir() or not any(folder.iterdir()):
         write_failure(results, "submission", total, "nothing was uploaded: upload your student_template folder "

@@ -4,16 +4,24 @@ Every child that runs student code is started by ``jail_command``. Where bubblew
 child runs in its own mount, PID, network, IPC and UTS namespaces: it sees the Python
 installation (read-only), the staged submission and the runner folder (read-only), and its own
 writable folder; not the grader, the reference, the theory, the data directory or any output
-folder. When its first process ends, every process it started ends too (PID namespace), whatever
-session it put itself in. When the grader runs as root, the child also drops to a dedicated
-unprivileged uid with no capabilities (``setpriv``). Where the machine lets the grader make control
-groups, each child's whole process tree has its memory and process count capped and is ended
-through its group (``grader.cgroups``), jail or not. Where a layer is missing, grading still
-works and ``Isolation.layers`` says plainly what is not isolated; the report shows those lines.
+folder. The kit's own packages are hidden wherever they lie: in a checkout (not bound), or
+installed into the Python installation the child needs (``pip install``, the Gradescope bundle),
+where empty folders are mounted over them. When its first process ends, every process it started
+ends too (PID namespace), whatever session it put itself in. When the grader runs as root, the
+child also drops to a dedicated unprivileged uid with no capabilities (``setpriv``). Where the
+machine lets the grader make control groups, each child's whole process tree has its memory and
+process count capped and is ended through its group (``grader.cgroups``), jail or not.
+
+``detect`` proves the jail before trusting it: a trial child must start, run as an unprivileged
+uid and find none of the kit's files. Where that fails, ``Isolation.complete`` is False and the
+grader refuses to grade (``require``) unless the instructor accepted the risk; ``layers`` says
+plainly what is not isolated, for the instructor's report and log (never the student's output).
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 import os
 import shutil
 import site
@@ -29,9 +37,20 @@ from grader import cgroups
 JAIL_UID = 61_000
 # Processes and threads of the jail's uid; torch starts one thread per core and a few more.
 JAIL_NPROC = 512
+# The child's writable space in the jail: its working folder and /tmp, each a private in-memory
+# folder (tmpfs) of this size, so that it cannot fill the grader's disk (its memory is charged to
+# the child's control group, where there is one).
+SCRATCH_BYTES = 512 << 20
 # The kit's own packages: hidden from the child even where they are installed into site-packages.
 KIT_PACKAGES = ("grader", "reference", "theory", "student_template", "course", "tests")
 _REPO = Path(__file__).resolve().parent.parent
+# Set to 1 (or pass --allow-unisolated) to grade where the jail cannot be had: the student's code
+# then runs with the grader's rights. For a developer's machine or a trusted class, never by default.
+ALLOW_ENV = "VITKIT_ALLOW_UNISOLATED"
+
+
+class IsolationError(RuntimeError):
+    """The student's code cannot be isolated here and the instructor did not accept the risk."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,11 @@ class Isolation:
     uid: int | None  # the uid the child runs as, when it differs from the grader's
     layers: tuple[str, ...]
     tree: cgroups.Hierarchy | None = None  # where each child gets a capped control group
+
+    @property
+    def complete(self) -> bool:
+        """The jail runs and the child is unprivileged: what grading needs without an explicit waiver."""
+        return self.bwrap is not None and (self.uid is not None or os.geteuid() != 0)
 
     @property
     def nproc(self) -> int | None:
@@ -64,16 +88,36 @@ def _system_binds() -> list[str]:
     return args
 
 
-def python_roots() -> list[Path]:
-    """Folders holding this interpreter and its packages (not the kit's source tree)."""
+def python_roots(nested: bool = False) -> list[Path]:
+    """Folders holding this interpreter and its packages; ``nested``: also those inside others."""
     roots = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent}
     for entry in [*site.getsitepackages(), site.getusersitepackages()]:
         if entry and Path(entry).is_dir():
             roots.add(Path(entry))
-    keep = sorted(r.resolve() for r in roots if r.is_dir())
-    # Drop nested roots, and never the kit's tree itself (a venv inside it is fine: bound alone).
-    keep = [r for r in keep if not any(o != r and o in r.parents for o in keep)]
-    return [r for r in keep if r != _REPO and r not in _REPO.parents]
+    keep = sorted({r.resolve() for r in roots if r.is_dir()})
+    return keep if nested else [r for r in keep if not any(o != r and o in r.parents for o in keep)]
+
+
+def kit_locations() -> list[Path]:
+    """Where the kit's own files are on this machine: each of its packages wherever Python finds
+    it (a checkout, site-packages), this very package, and the checkout when run from one."""
+    found = {Path(__file__).resolve().parent}
+    for package in KIT_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for location in (spec.submodule_search_locations or []) if spec is not None else []:
+            found.add(Path(location).resolve())
+    if (_REPO / "pyproject.toml").is_file():  # a checkout: tests, Makefile and all
+        found.add(_REPO)
+    for root in python_roots(nested=True):  # the installed kit's metadata (its file list)
+        found.update(p.resolve() for p in root.glob("vit_homework_kit-*.dist-info"))
+    return sorted(found)
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
 
 
 def _dirs(path: Path) -> list[str]:
@@ -85,21 +129,25 @@ def _dirs(path: Path) -> list[str]:
     return args
 
 
-def _masks(roots: list[Path]) -> list[str]:
-    """Empty folders over the kit's packages where they are installed in site-packages."""
+def _masks(bound: list[Path]) -> list[str]:
+    """Empty folders over the kit's files that lie inside what the child sees (``bound``); then the
+    Python folders inside those, bound again (a venv inside a checkout that is itself visible)."""
+    hidden = [p for p in kit_locations() if p.is_dir() and _inside(p, bound)]
     args: list[str] = []
-    for root in roots:
-        for package in KIT_PACKAGES:
-            found = root / package
-            if found.is_dir():
-                args += ["--tmpfs", str(found)]
+    for path in hidden:
+        args += ["--tmpfs", str(path)]
+    for root in python_roots(nested=True):
+        if _inside(root, hidden) and root not in hidden:
+            args += [*_dirs(root), "--ro-bind", str(root), str(root)]
     return args
 
 
 def jail_command(isolation: Isolation, argv: list[str], *, read_only: list[Path], writable: list[Path],
-                 gpu: bool = False) -> list[str]:
-    """``argv`` wrapped in the jail: ``read_only`` and ``writable`` folders are bound at their own
-    paths (so paths mean the same inside and out), nothing else of the grader's files is visible."""
+                 scratch: list[Path] = (), gpu: bool = False) -> list[str]:
+    """``argv`` wrapped in the jail: ``read_only`` and ``writable`` paths (folders or files) are
+    bound at their own paths (so paths mean the same inside and out), each of ``scratch`` is a new
+    empty folder of SCRATCH_BYTES at most, visible to the child only; nothing else of the grader's
+    files is visible."""
     if isolation.bwrap is None:
         return argv
     args = [isolation.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -107,18 +155,20 @@ def jail_command(isolation: Isolation, argv: list[str], *, read_only: list[Path]
     if isolation.uid is None and os.geteuid() != 0:
         args.append("--unshare-user")  # an unprivileged grader: namespaces through a user namespace
     # /tmp first: a tmpfs mounted later would hide the folders bound under it
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", *_sized(isolation.bwrap), "--perms", "1777", "--tmpfs", "/tmp"]
     args += _system_binds()
     roots = python_roots()
-    for path in [*roots, *read_only, *writable]:
+    for path in [*roots, *read_only, *writable, *scratch]:
         args += _dirs(Path(path))
     for root in roots:
         args += ["--ro-bind", str(root), str(root)]
-    args += _masks(roots)
+    args += _masks([Path("/usr"), *roots])
     for path in read_only:
         args += ["--ro-bind", str(path), str(path)]
     for path in writable:
         args += ["--bind", str(path), str(path)]
+    for path in scratch:
+        args += [*_sized(isolation.bwrap), "--perms", "1777", "--tmpfs", str(path)]
     if gpu:  # CUDA needs its device nodes and the driver's /proc entries
         for node in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(node), str(node)]
@@ -131,36 +181,101 @@ def jail_command(isolation: Isolation, argv: list[str], *, read_only: list[Path]
     return args + argv
 
 
+@functools.lru_cache(maxsize=4)
+def _sized(bwrap: str) -> tuple[str, ...]:
+    """``--size SCRATCH_BYTES`` for the next tmpfs, where this bubblewrap has it (0.7 and later)."""
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        usage = ""
+    return ("--size", str(SCRATCH_BYTES)) if "--size" in usage else ()
+
+
 def prepare(path: Path, isolation: Isolation, *, writable: bool = False) -> None:
-    """Make ``path`` (a folder the grader made) usable by the jail's uid: readable, or owned."""
+    """Make ``path`` (a folder or file the grader made) usable by the jail's uid: readable, or owned."""
     if isolation.uid is None:
         return
-    path.chmod(0o755)
+    path.chmod(0o755 if path.is_dir() else 0o644)
     if writable:
         os.chown(path, isolation.uid, isolation.uid)
 
 
+# The trial child: its uid, and which of the kit's files (by path, or by package name) it can find.
+# (A folder mounted over is empty: importing its name finds an empty namespace package, origin None.)
+_TRIAL = ("import importlib.util, json, os, sys; names, paths = json.loads(sys.argv[1]); "
+          "found = lambda n: getattr(importlib.util.find_spec(n), 'origin', None) is not None; "
+          "print(json.dumps({'uid': os.getuid(), 'seen': [p for p in paths if os.path.lexists(p)] "
+          "+ [n for n in names if found(n)]}))")
+
+
 @functools.lru_cache(maxsize=1)
 def detect() -> Isolation:
-    """Try each layer once on this machine and describe what works."""
+    """Try each layer once on this machine and describe what works. The jail counts only when a
+    trial child in it starts, is not root, and sees none of the kit's files."""
     bwrap = shutil.which("bwrap")
     root = os.geteuid() == 0
     uid = JAIL_UID if root and shutil.which("setpriv") else None
     why = "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
     if bwrap is not None and os.environ.get("VITKIT_NO_JAIL") != "1":
-        trial = Isolation(bwrap, uid, ())
-        try:
-            done = subprocess.run(jail_command(trial, [sys.executable, "-c", "import os; print(os.getuid())"],
-                                               read_only=[], writable=[]),
-                                  capture_output=True, text=True, timeout=60)
-            if done.returncode == 0:
-                return _describe(bwrap, uid, "", *_tree())
-            why = f"bubblewrap did not start here ({(done.stderr.strip() or 'exit ' + str(done.returncode))[:200]})"
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            why = f"bubblewrap did not start here ({exc})"
+        why = _trial(Isolation(bwrap, uid, ()))
+        if not why:
+            return _describe(bwrap, uid, "", *_tree())
     elif bwrap is not None:
         why = "turned off by VITKIT_NO_JAIL=1"
     return _describe(None, None, why, *_tree())
+
+
+def _trial(isolation: Isolation) -> str:
+    """Why the jail cannot be trusted here ("" when it can): a child started in it must run and
+    find nothing of the kit's."""
+    names = [n for n in KIT_PACKAGES if _found(n)]
+    paths = [str(_marker(p)) for p in kit_locations()]
+    command = jail_command(isolation, [sys.executable, "-s", "-c", _TRIAL, json.dumps([names, paths])],
+                           read_only=[], writable=[])
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap did not start here ({exc})"
+    if done.returncode != 0:
+        return f"bubblewrap did not start here ({(done.stderr.strip() or 'exit ' + str(done.returncode))[:200]})"
+    try:
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        child_uid, visible = int(seen["uid"]), [str(v) for v in seen["seen"]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"the trial child in the jail answered {done.stdout[-200:]!r}"
+    if visible:
+        return f"the jail did not hide the kit's files from the child ({', '.join(visible)[:300]})"
+    if child_uid == 0:
+        return "the child ran as root in the jail (setpriv is missing: apt-get install util-linux)"
+    return ""
+
+
+def _marker(folder: Path) -> Path:
+    """A file that shows ``folder``'s content (a mounted-over or mount-point folder is empty)."""
+    for name in ("__init__.py", "pyproject.toml", "RECORD"):
+        if (folder / name).is_file():
+            return folder / name
+    return next((p for p in sorted(folder.iterdir()) if p.is_file()), folder) if folder.is_dir() else folder
+
+
+def _found(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(isolation: Isolation, allowed: bool = False) -> None:
+    """IsolationError unless the jail is complete here or the instructor accepted the risk
+    (``allowed``: --allow-unisolated, or ``VITKIT_ALLOW_UNISOLATED=1``)."""
+    if isolation.complete or allowed or os.environ.get(ALLOW_ENV) == "1":
+        return
+    off = "; ".join(line for line in isolation.layers if "OFF" in line) or isolation.layers[0]
+    raise IsolationError(
+        f"the student's code cannot be isolated on this machine, so nothing was graded: {off}. Install "
+        f"bubblewrap (make jail, or apt-get install bubblewrap) where it can create namespaces; or, for "
+        f"submissions you trust, accept the risk with --allow-unisolated ({ALLOW_ENV}=1)")
 
 
 def _tree() -> tuple[cgroups.Hierarchy | None, str]:
@@ -194,9 +309,13 @@ def _describe(bwrap: str | None, uid: int | None, why: str = "", tree: cgroups.H
         return Isolation(None, None, layers, tree)
     user = (f"user: a dedicated unprivileged uid ({uid}) with no capabilities, at most {JAIL_NPROC} processes"
             if uid is not None else "user: the grader's own (unprivileged) user, in a user namespace")
+    disk = (f"disk: the student's code writes only to private in-memory folders of {SCRATCH_BYTES >> 20} MiB each"
+            if _sized(bwrap) else "disk: the student's code writes only to private in-memory folders, of no fixed "
+            "size (this bubblewrap has no --size; its control group, where there is one, caps them with its memory)")
     layers = (
         "filesystem: the student's code sees only the Python installation, its own files and a private "
         "temporary folder (bubblewrap mount namespace)",
+        disk,
         "processes: every process the student's code starts ends with its check (PID namespace)",
         "network: none (network namespace)",
         user,

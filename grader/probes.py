@@ -180,17 +180,15 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
 # --- training: weights out; the grader measures them ------------------------------------------
 
 
-class _Stopped(Exception):
-    """The grader said stop (its measurement failed, or it has what it needs)."""
-
-
 def train(ns: Any, model_kwargs: dict, train_kwargs: dict, data: dict, device: str, seed: int,
-          target_accuracy: float, time_limit: float) -> dict:
+          time_limit: float) -> dict:
     """Train the student's VisionTransformer with the kit's training function on the training
     split only (this process never sees the test split), from the reference's class token and
-    positional embedding (``_start_like_the_reference``). At each evaluation point it sends the
-    weights to the grader, which measures their test accuracy elsewhere and answers with it.
-    Returns the final weights and the run's own history (an account that decides nothing)."""
+    positional embedding (``_start_like_the_reference``). Before the first step and at each
+    evaluation point it sends the weights to the grader, which measures them elsewhere and answers
+    only "continue" or "stop" (this process never learns an accuracy). Returns the final weights
+    and the run's own history (an account that decides nothing; its accuracies are placeholders,
+    1.0 where the grader said stop, which the grader replaces with its own measurements)."""
     from .data import ImageDataset
     from .training import TrainConfig
     from .training import train as train_model
@@ -202,22 +200,18 @@ def train(ns: Any, model_kwargs: dict, train_kwargs: dict, data: dict, device: s
     torch.manual_seed(seed)
     model = ns.VisionTransformer(**model_kwargs)
     _start_like_the_reference(model, model_kwargs["d_model"], seed)
-    epochs: list[float] = []
 
-    def measured(m: nn.Module) -> float:
-        answer = ask({"weights": _state(m), "epoch": len(epochs)})
-        if not isinstance(answer, dict) or answer.get("stop"):
-            raise _Stopped()
-        return float(answer["accuracy"])
+    def stop_now(m: nn.Module, initial: bool = False) -> bool:
+        answer = ask({"weights": _state(m), "initial": initial})
+        return not isinstance(answer, dict) or answer.get("stop") is not False
 
-    try:
-        history = train_model(model, dataset, TrainConfig(**train_kwargs), device=device, seed=seed, progress=False,
-                              target_accuracy=target_accuracy, time_limit=time_limit, evaluator=measured,
-                              on_evaluation=lambda h: (epochs.append(h.epochs), report(h.to_dict())))
-        account = history.to_dict()
-    except _Stopped:
-        account = None
-    return {"history": account, "weights": {k: v.cpu() for k, v in _state(model).items()}}
+    if stop_now(model, initial=True):  # the untrained model, measured before the first step
+        return {"history": None, "weights": {k: v.cpu() for k, v in _state(model).items()}}
+    history = train_model(model, dataset, TrainConfig(**train_kwargs), device=device, seed=seed, progress=False,
+                          target_accuracy=1.0, time_limit=time_limit,
+                          on_evaluation=lambda h: report(h.to_dict()),
+                          evaluator=lambda m: 1.0 if stop_now(m) else 0.0)  # stops where the grader says
+    return {"history": history.to_dict(), "weights": {k: v.cpu() for k, v in _state(model).items()}}
 
 
 def _start_like_the_reference(model: nn.Module, d_model: int, seed: int) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import jinja2
 
 from grader.checks import CHECKS, COMPONENTS
 from grader.grade import Grade
+from grader.scratch import remove_tree
 
 REFERENCE_RESULTS = Path(__file__).resolve().parent.parent / "reference" / "results"
 
@@ -59,7 +59,6 @@ FAILURE_HTML = jinja2.Template("""<!doctype html>
 <p>Not graded:</p><pre style="white-space: pre-wrap;">{{ output }}</pre>
 </body></html>
 """, autoescape=True)
-ISOLATION_HEADING = "Isolation of the student's code:"
 
 
 def _status(result) -> tuple[str, str]:
@@ -68,23 +67,71 @@ def _status(result) -> tuple[str, str]:
     return ("passed", "pass") if result.passed else ("failed", "fail")
 
 
+# Untrusted text (the name of a submission, a folder or a file, notes and messages that quote
+# one, what the student's code raised) reaches results.json only through ``escape``, for the
+# format its field declares: Gradescope renders "md" as Markdown, raw HTML included, and shows
+# "text" as it is. report.html needs none of this: jinja2 escapes it (autoescape=True).
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHOWN_AS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_MD_PUNCTUATION = re.compile(r"([\\`*_{}\[\]#|~$])")  # what Markdown reads anywhere in a line
+_MD_LINE_START = re.compile(r"^(\s*)([-+]|\d{1,9}[.)](?=\s|$))")  # a list item or a rule, at a line's start
+_HTML_CHARACTERS = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _visible(text: str, keep: str = "") -> str:
+    """``text`` with every control, line-breaking or direction-changing character but those in
+    ``keep`` written as its escape (``\\n``, ``\\x1b``, ``\\u202e``): a name stays on its line and
+    shows what it holds, it cannot start a line of its own or hide the text around it."""
+    def shown(match: re.Match) -> str:
+        c = match.group()
+        if c in keep:
+            return c
+        return _SHOWN_AS.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+    return _INVISIBLE.sub(shown, text)
+
+
+def _md_inline(text: str) -> str:
+    """``text`` as one line of Markdown that shows it literally: no new line, block or list item,
+    no emphasis, code, link, table or math, and raw HTML as entities (``&lt;script&gt;``)."""
+    line = _MD_PUNCTUATION.sub(r"\\\1", _visible(text))
+    line = "".join(_HTML_CHARACTERS.get(c, c) for c in line)
+    return _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], line)
+
+
+def _md_code_block(text: str) -> str:
+    """Several lines (a traceback) as a fenced code block, where Markdown and HTML are shown, not
+    read; the fence is longer than any run of backticks inside, so nothing inside closes it."""
+    body = _visible(text.replace("\r\n", "\n").replace("\r", "\n"), keep="\n\t")
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", body)), default=0))
+    return f"{fence}\n{body}\n{fence}"
+
+
+def escape(text: str, output_format: str, block: bool = False) -> str:
+    """Untrusted ``text`` for a results.json field declared ``output_format`` ("md" or "text").
+    By default one line (a list item, a line of a paragraph) that nothing in it can break or end;
+    with ``block``, text that stands as a Markdown block of its own may keep its lines, in a code
+    block. Plain text has nothing to escape but the characters that break or hide lines."""
+    if output_format == "text":
+        return _visible(text)
+    if output_format != "md":
+        raise ValueError(f"no escaping for output_format {output_format!r}: use 'md' or 'text'")
+    return _md_code_block(text) if block and ("\n" in text or "\r" in text) else _md_inline(text)
+
+
 def _md(text: str) -> str:
-    """``text`` for a Markdown field: one line with Markdown's special characters escaped, or
-    several (a traceback) in a code block fenced longer than any backtick run inside."""
-    if "\n" not in text:
-        return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
-    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
-    return f"{fence}\n{text}\n{fence}"
+    """``text`` as a Markdown block of its own: one escaped line, or a code block for several."""
+    return escape(text, "md", block=True)
 
 
 def _training_summary(run) -> str:
-    return f"**{run.recipe}**: " + _md((run.message or "not run").splitlines()[0])
+    return f"**{escape(run.recipe, 'md')}**: " + escape((run.message or "not run").splitlines()[0], "md")
 
 
 def gradescope_results(grade: Grade) -> dict:
     """results.json as Gradescope reads it (``grader/results.schema.json``): one test per check
     that ran, numbered by component, tagged with it, its points and visibility from the rubric;
-    checks that did not run are listed in the overall output, not shown as failures."""
+    checks that did not run are listed in the overall output, not shown as failures. Students read
+    it: how their code was isolated, and the seed, are in report.html and the log only."""
     tests, not_run = [], []
     components = [c for c in COMPONENTS if any(r.component == c for r in grade.results)]
     components += sorted({r.component for r in grade.results} - set(components))
@@ -92,7 +139,7 @@ def gradescope_results(grade: Grade) -> dict:
     said_once = failure_messages(grade)
     for r in grade.results:
         if r.skipped:
-            not_run.append(f"- {_md(r.name)}: {_md(r.message or 'not run')}")
+            not_run.append(f"- {escape(r.name, 'md')}: {escape(r.message or 'not run', 'md')}")
             continue
         counters[r.component] += 1
         score, worth = grade.score_of(r)
@@ -101,7 +148,7 @@ def gradescope_results(grade: Grade) -> dict:
         tests.append({
             "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
             "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
-            "output": (f"*{_md(check.description)}*\n\n" if check and check.description else "") + _md(said),
+            "output": (f"*{escape(check.description, 'md')}*\n\n" if check and check.description else "") + _md(said),
             "output_format": "md", "tags": [r.component],
             "visibility": grade.visibility.get(r.name, "visible"),
         })
@@ -110,14 +157,12 @@ def gradescope_results(grade: Grade) -> dict:
         parts += ["", "Training (accuracy measured by the grader on the test set):",
                   *(f"- {_training_summary(run)}" for run in grade.training)]
     if grade.notes:
-        parts += ["", "Notes:", *(f"- {_md(note)}" for note in grade.notes)]
+        parts += ["", "Notes:", *(f"- {escape(note, 'md')}" for note in grade.notes)]
     if not_run:
         parts += ["", "Not run (worth no points here):", *not_run]
-    if grade.isolation:
-        parts += ["", ISOLATION_HEADING, *(f"- {line}" for line in grade.isolation)]
     results = {"score": grade.score, "execution_time": round(grade.seconds), "output": "\n".join(parts),
                "output_format": "md", "visibility": "visible", "stdout_visibility": "hidden",
-               "extra_data": {"max_score": grade.max_score, "seed": grade.seed, "kind": grade.kind},
+               "extra_data": {"max_score": grade.max_score, "kind": grade.kind},
                "tests": tests}
     board = leaderboard(grade)
     if board:
@@ -137,7 +182,7 @@ def leaderboard(grade: Grade) -> list[dict]:
 def failure_results(max_score: float, output: str) -> dict:
     """results.json for a submission that could not be graded: 0 out of what the rubric offers,
     so that Gradescope records a grade and the student reads why."""
-    return {"score": 0.0, "execution_time": 0, "output": output, "output_format": "text", "visibility": "visible",
+    return {"score": 0.0, "execution_time": 0, "output": escape(output, "text"), "output_format": "text", "visibility": "visible",
             "stdout_visibility": "hidden", "extra_data": {"max_score": max_score}, "tests": []}
 
 
@@ -252,7 +297,7 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        shutil.rmtree(path)  # does not follow the links inside
+        remove_tree(path)  # does not follow the links inside; any depth
     else:
         path.unlink()
 
@@ -277,7 +322,7 @@ def write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` as a new file: a fresh name that nobody could have planted,
     renamed onto ``path`` (a rename replaces a link there, never its target)."""
     if _is_real_dir(path):
-        shutil.rmtree(path)  # os.replace cannot replace a directory
+        remove_tree(path)  # os.replace cannot replace a directory
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:

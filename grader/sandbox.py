@@ -36,7 +36,6 @@ import os
 import re
 import secrets
 import select
-import shutil
 import signal
 import stat
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from grader import cgroups, jail
+from grader.scratch import remove_tree
 from grader.integrity import ForbiddenCall
 from grader.submission import (
     EXPECTED_MODULES,
@@ -353,6 +353,8 @@ def _check_plain(value: object, where: str = "argument", depth: int = 0) -> None
     raise SandboxError(f"{where} is a {type(value).__name__}: probes take only tensors and plain data")
 
 
+MAX_FRAMES = 30  # student frames shown in one traceback (a deep recursion shows its innermost)
+MAX_LINE = 200  # characters of one quoted source line
 _FAULT_FRAME = re.compile(r'^\s*File "(.*)", line (\d+) in (.*)$')
 
 
@@ -372,9 +374,11 @@ class Sandbox:
 
     def __init__(self, staged: StagedSubmission, limits: Limits = Limits(), *, seed: int = 0,
                  probe_paths: Sequence[Path | str] = (), isolation: jail.Isolation | None = None) -> None:
-        """``probe_paths``: extra directories (visible to the child, read-only) on its ``sys.path``
-        for probe modules of tests; the grader's own probes are always there. ``isolation``:
-        the jail (default: what ``grader.jail.detect()`` finds on this machine)."""
+        """``seed``: the child's RNG seed before every request, which the child can read (pass one
+        derived from the deployment's secret, ``grader.seeds``). ``probe_paths``: extra directories
+        (visible to the child, read-only) on its ``sys.path`` for probe modules of tests; the
+        grader's own probes are always there. ``isolation``: the jail (default: what
+        ``grader.jail.detect()`` finds on this machine)."""
         self.staged = staged
         self.limits = limits
         self.seed = seed
@@ -391,9 +395,12 @@ class Sandbox:
         self._import_outcome: Outcome | None = None
         self._broken: Outcome | None = None
         self._closed = False
-        self._sources: dict[str, list[str]] = {}
-        self._student_paths = {os.path.realpath(p): p.name for p in staged.module_files}
-        self._student_names = {p.name for p in staged.module_files}
+        # The student's files as staged, read now, before any child runs: tracebacks quote these
+        # lines by the file's name, and the parent never opens a path a child names.
+        self._sources = {p.name: _read_source(p) for p in staged.module_files}
+        self._student_paths = {**{str(p): p.name for p in staged.module_files},
+                               **{os.path.realpath(p): p.name for p in staged.module_files}}
+        self._student_names = set(self._sources)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -467,7 +474,7 @@ class Sandbox:
         self._closed = True
         self._stop_child()
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            remove_tree(self._tmp)
 
     # -- importing -----------------------------------------------------------------------------
 
@@ -502,10 +509,11 @@ class Sandbox:
             text = f"{where} did not finish importing within {self.limits.import_seconds:g} s"
         else:
             text = f"{message} while importing {where}"
-        if reply.frames:
-            file, line, function, _ = reply.frames[-1]
+        own = self._own(reply.frames)
+        if own:
+            file, line, function, _ = own[-1]
             file, line = self.staged.locate(file, line)
-            text += f" (at {file} line {line}, in {function})"
+            text += f" (at {file} line {line}, in {self._clean(function, 80)})"
         return text
 
     def _module_label(self, stem: str) -> str:
@@ -599,23 +607,37 @@ class Sandbox:
             return f"ran out of memory ({type_name}{': ' + message if message else ''})" + self._where(record["frames"])
         if importing is None:
             return f"{type_name}: {message}" + self._where(record["frames"])
-        located = record["syntax"] or (record["frames"][-1] if record["frames"] else None)
+        frames = self._own(record["frames"])
+        syntax = record["syntax"] if record["syntax"] and record["syntax"][0] in self._student_names else None
+        located = syntax or (frames[-1] if frames else None)
         if located is None:
             return f"{type_name} while importing {self._module_label(importing)}: {message}"
         file, line = self.staged.locate(located[0], located[1])
         return f"{type_name} in {file} line {line}: {message}"
 
+    def _own(self, frames: list[list]) -> list[list]:
+        """The frames in the student's own files, by name (the child's record may name any file)."""
+        return [f for f in frames if f[0] in self._student_names]
+
     def _where(self, frames: list[list]) -> str:
+        frames = self._own(frames)
         if not frames:
             return ""
         file, line, function, _ = frames[-1]
         file, line = self.staged.locate(file, line)
-        return f" ({file} line {line}, in {function})"
+        return f" ({file} line {line}, in {self._clean(function, 80)})"
 
     def _frames_text(self, frames: list[list], last: str) -> str:
+        """A traceback of the student's frames, innermost last: only frames in the student's own
+        files (by name), at most MAX_FRAMES of them, each line quoted from the parent's copy (a
+        child's own account of its source lines is not shown)."""
+        frames = self._own(frames)
         lines: list[str] = []
+        if len(frames) > MAX_FRAMES:
+            lines.append(f"  [... {len(frames) - MAX_FRAMES} outer frames left out ...]")
+            frames = frames[-MAX_FRAMES:]
         repeats = 0
-        for i, (file, line, function, code) in enumerate(frames):
+        for i, (file, line, function, _) in enumerate(frames):
             if i and frames[i - 1][:3] == [file, line, function]:
                 repeats += 1
                 continue
@@ -623,8 +645,8 @@ class Sandbox:
                 lines.append(f"  [Previous line repeated {repeats} more times]")
                 repeats = 0
             shown_file, shown_line = self.staged.locate(file, line)
-            lines.append(f'  File "{shown_file}", line {shown_line}, in {function}')
-            code = code or self._source_line(file, line)
+            lines.append(f'  File "{shown_file}", line {shown_line}, in {self._clean(function, 80)}')
+            code = self._source_line(file, line)
             if code:
                 lines.append(f"    {code}")
         if repeats > 0:
@@ -634,20 +656,15 @@ class Sandbox:
 
     def _traceback(self, record: dict) -> str:
         last = f"{record['type_name']}: {self._clean(record['message'], 2000)}"
-        if record["syntax"]:
-            file, line, text = record["syntax"]
+        if record["syntax"] and record["syntax"][0] in self._student_names:
+            file, line, _ = record["syntax"]
             shown_file, shown_line = self.staged.locate(file, line)
-            return f'  File "{shown_file}", line {shown_line}\n    {text.strip()}\n{last}'
+            return f'  File "{shown_file}", line {shown_line}\n    {self._source_line(file, line)}\n{last}'
         return self._frames_text(record["frames"], last)
 
     def _source_line(self, file: str, line: int) -> str:
-        if file not in self._sources:
-            try:
-                self._sources[file] = (self.staged.package_dir / file).read_text(errors="replace").splitlines()
-            except OSError:
-                self._sources[file] = []
-        lines = self._sources[file]
-        return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        lines = self._sources.get(file, [])
+        return lines[line - 1].strip()[:MAX_LINE] if 0 < line <= len(lines) else ""
 
     def _student_frames_from_dump(self, text: str) -> list[list]:
         """Student frames of the thread faulthandler reported first, outermost first."""
@@ -656,7 +673,7 @@ class Sandbox:
             for row in block.splitlines():
                 match = _FAULT_FRAME.match(row)
                 if match:
-                    name = self._student_paths.get(os.path.realpath(match.group(1)))
+                    name = self._student_paths.get(match.group(1))  # by string: nothing named is opened
                     if name is not None:
                         frames.append([name, int(match.group(2)), match.group(3).strip(), ""])
             if frames:
@@ -675,12 +692,13 @@ class Sandbox:
             raise SandboxError("the sandbox is closed")
 
     def _workspace(self) -> Path:
-        """``runner/`` (the child's code and configs, read-only to it), ``cwd/`` and ``faults/``
-        (writable by it); the jail shows the child these and nothing else of ours."""
+        """``runner/`` (the child's code and configs, read-only to it), ``cwd/`` (its working folder:
+        in the jail a private in-memory folder over it) and ``faults/`` (its fault dump, the one file
+        of ours it may write); the jail shows the child these and nothing else of ours."""
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="grader-sandbox-"))
             jail.stage_runner(self._tmp / "runner")
-            for name, writable in (("runner", False), ("cwd", True), ("faults", True)):
+            for name, writable in (("runner", False), ("cwd", True), ("faults", False)):
                 (self._tmp / name).mkdir(exist_ok=True)
                 jail.prepare(self._tmp / name, self.isolation, writable=writable)
             jail.prepare(self._tmp / "runner" / jail.RUNNER_PACKAGE, self.isolation)
@@ -712,6 +730,8 @@ class Sandbox:
         self._generation += 1
         work = self._workspace()
         fault_path = work / "faults" / f"faults-{self._generation}.txt"
+        fault_path.touch()  # bound alone into the jail: the child writes this file, nothing else of ours
+        jail.prepare(fault_path, self.isolation, writable=True)
         config = self._config(fault_path)
         config_path = work / "runner" / f"config-{self._generation}.json"
         config_path.write_text(json.dumps(config))
@@ -726,7 +746,7 @@ class Sandbox:
         command = jail.jail_command(
             self.isolation, [*argv, str(req_r), str(resp_w)],
             read_only=[self.staged.package_root, work / "runner", *map(Path, self._probe_paths)],
-            writable=[work / "cwd", work / "faults"], gpu=self.limits.gpu)
+            writable=[fault_path], scratch=[work / "cwd"], gpu=self.limits.gpu)
         group = None
         try:
             if self.isolation.tree is not None:
@@ -924,6 +944,18 @@ def _may_alias(stem: str) -> bool:
         return importlib.util.find_spec(stem) is None  # top level: runs no package code
     except (ImportError, ValueError):
         return False
+
+
+def _read_source(path: Path, limit: int = 4 << 20) -> list[str]:
+    """The lines of a staged file (the grader's own copy), bounded; a link or a non-file gives none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        return handle.read(limit).decode("utf-8", errors="replace").splitlines()
 
 
 def _read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:

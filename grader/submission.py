@@ -30,6 +30,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.scratch import remove_tree
+
 INTERFACE_NAMES: tuple[str, ...] = (
     "scaled_dot_product_attention",
     "ScaledDotProductAttention",
@@ -48,6 +50,9 @@ FALLBACK_MODULE = "solution"
 
 MAX_UNPACKED_BYTES = 50 * 1024 * 1024
 MAX_FILES = 500
+# One source file, as staged: the template's modules are a few kB; parsing (the grader's scan, the
+# notebook's cells) costs memory hundreds of times the text, so a huge file is refused up front.
+MAX_SOURCE_BYTES = 1024 * 1024
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the CIFAR-10 recipe's weights are 3.3 MB
 CHECKPOINT_RECIPES = ("mnist", "cifar10")  # <recipe>.pt next to the modules: the weights the notebook saves
 
@@ -165,7 +170,7 @@ def stage_submission(
 def _fresh_package_dir(workdir: Path) -> Path:
     staged_root = workdir / "staged"
     if staged_root.exists():
-        shutil.rmtree(staged_root)  # ours: left over from an earlier staging into this workdir
+        remove_tree(staged_root)  # ours: left over from an earlier staging into this workdir
     package_dir = staged_root / PACKAGE_NAME
     package_dir.mkdir(parents=True)
     return package_dir
@@ -252,6 +257,7 @@ def _stage_from_folder(folder: Path, package_dir: Path, max_bytes: int, max_file
         if not _is_importable_stem(src.stem) or src.stem in RESERVED_STEMS:
             notes.append(f"{src.name} was left out: its name cannot be imported as a module of the submission")
             continue
+        _check_size(src, MAX_SOURCE_BYTES)
         total += src.stat().st_size
         if total > max_bytes:
             raise SubmissionError(f"the .py files in {folder.name} exceed {_size(max_bytes)} in total.")
@@ -322,8 +328,15 @@ def _module_name_for(path: Path, notes: list[str]) -> str:
     return FALLBACK_MODULE
 
 
+def _refuse_link(path: Path) -> None:
+    """A submitted file must be the file itself: a link may point at anything the grader can read."""
+    if path.is_symlink():
+        raise SubmissionError(f"{path.name} is a symbolic link: submit the file itself, not a link to it.")
+
+
 def _stage_file(path: Path, package_dir: Path, max_bytes: int) -> StagedSubmission:
-    _check_size(path, max_bytes)
+    _refuse_link(path)
+    _check_size(path, min(max_bytes, MAX_SOURCE_BYTES))
     _read_text(path)  # fail early, with a clear message, on unreadable or non-UTF-8 files
     notes: list[str] = []
     name = _module_name_for(path, notes)
@@ -333,6 +346,7 @@ def _stage_file(path: Path, package_dir: Path, max_bytes: int) -> StagedSubmissi
 
 
 def _stage_notebook(path: Path, package_dir: Path, max_bytes: int) -> StagedSubmission:
+    _refuse_link(path)
     _check_size(path, max_bytes)
     code = extract_notebook(_read_text(path), path.name)
     dst = package_dir / f"{NOTEBOOK_MODULE}.py"
@@ -351,9 +365,10 @@ def _stage_notebook(path: Path, package_dir: Path, max_bytes: int) -> StagedSubm
 
 
 def _stage_zip(path: Path, workdir: Path, package_dir: Path, max_bytes: int, max_files: int) -> StagedSubmission:
+    _refuse_link(path)
     unpacked = workdir / "unpacked"
     if unpacked.exists():
-        shutil.rmtree(unpacked)
+        remove_tree(unpacked)
     unpacked.mkdir(parents=True)
     safe_unzip(path, unpacked, max_bytes=max_bytes, max_files=max_files)
 
@@ -513,6 +528,7 @@ def extract_notebook(text: str, label: str = "notebook") -> NotebookCode:
     chunks: list[tuple[int, int, list[str]]] = []  # (cell, first cell line, lines)
     dropped: list[DroppedCode] = []
     constants: set[str] = set()
+    code = 0
     for number, cell in enumerate(cells, start=1):
         if cell.get("cell_type") != "code":
             continue
@@ -520,6 +536,10 @@ def extract_notebook(text: str, label: str = "notebook") -> NotebookCode:
         source = "".join(source) if isinstance(source, list) else str(source)
         if not source.strip():
             continue
+        code += len(source.encode("utf-8", errors="replace"))
+        if code > MAX_SOURCE_BYTES:  # before parsing it: the parse is what costs
+            raise SubmissionError(f"the code cells of {label} hold more than {_size(MAX_SOURCE_BYTES)} of code: "
+                                  "submit your own code only (no data or generated code in cells).")
         tree, lines = _parse_cell(source, number, dropped)
         if tree is None:
             continue

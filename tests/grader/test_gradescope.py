@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from grader.grade import GradeOptions, TrainingRun, grade_submission
-from grader.report import _md, failure_results, gradescope_results
+from grader.report import _md, escape, failure_results, gradescope_results
 from grader.rubric import RubricError, read_rubric
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +81,28 @@ def test_messages_are_safe_markdown() -> None:
     assert _md("uses scaled_dot_product_attention") == "uses scaled\\_dot\\_product\\_attention"
     fenced = _md("a traceback\n```\nfake fence")
     assert fenced.startswith("````\n") and fenced.endswith("\n````")
+    assert _md("a\rb <i>") == "```\na\nb <i>\n```"  # a lone CR ends a Markdown line too: a block of its own
+
+
+@pytest.mark.parametrize("hostile,shown", [
+    ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+    ("&lt;b&gt; & co", "&amp;lt;b&amp;gt; &amp; co"),
+    ("a\n\n- item\r# heading", "a\\\\n\\\\n- item\\\\r\\# heading"),
+    ("- item", "\\- item"), ("+ item", "\\+ item"), ("12. item", "12\\. item"), ("  3) item", "  3\\) item"),
+    ("95.10% after 3.5 epochs", "95.10% after 3.5 epochs"),
+    ("[x](javascript:alert(1)) ![i](x) **b** _i_ `c` ~s~ | t | $m$ {a}",
+     "\\[x\\](javascript:alert(1)) !\\[i\\](x) \\*\\*b\\*\\* \\_i\\_ \\`c\\` \\~s\\~ \\| t \\| \\$m\\$ \\{a\\}"),
+    ("tab\there\x1b[31m\u202eevil\u2028", "tab\\\\there\\\\x1b\\[31m\\\\u202eevil\\\\u2028"),
+])
+def test_untrusted_text_is_one_literal_line_of_markdown(hostile: str, shown: str) -> None:
+    assert escape(hostile, "md") == shown and "\n" not in escape(hostile, "md", block=False)
+
+
+def test_untrusted_text_is_one_line_of_plain_text() -> None:
+    assert escape("evil\r\n<b>name</b>\tx\x1b[2J", "text") == "evil\\r\\n<b>name</b>\\tx\\x1b[2J"
+    assert failure_results(1.0, "x\ny.zip is not a zip")["output"] == "x\\ny.zip is not a zip"
+    with pytest.raises(ValueError, match="no escaping for output_format 'html'"):
+        escape("x", "html")
 
 
 def test_the_schema_refuses_what_gradescope_does_not_read() -> None:

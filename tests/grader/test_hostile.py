@@ -208,8 +208,9 @@ def test_a_process_left_behind_cannot_rewrite_the_results(tmp_path: Path) -> Non
 
 # --- the measurement: predictions that do not come from the trained weights --------------------
 
-# Appended to reference/vit.py: the grader's evaluations (eval mode, large batches; the checks use
-# small ones) get answers from elsewhere; everything else runs the honest model.
+# Appended to reference/vit.py: the grader's evaluations get answers from elsewhere, unless
+# ``{honest}`` holds; the default: in training, and untrained (the class token starts at zero),
+# so that the untrained model measures at chance and its batch sizes agree.
 ELSEWHERE = '''
 
 import base64 as _base64
@@ -244,7 +245,7 @@ def _recalled(self, images):
 
 
 def _evaluated(self, images):
-    if self.training or images.shape[0] < 32:
+    if {honest}:
         return _forward_honestly(self, images)
     return _recalled(self, images) if _SEEN else _stripes(images)
 
@@ -253,13 +254,18 @@ VisionTransformer.forward = _evaluated
 '''
 
 
-def elsewhere(tmp_path: Path, memorised: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
-    """The reference answering the grader's evaluations by hand (default) or from memorised test answers."""
+TRAINED = "self.training or not bool(self.class_token.abs().sum() > 0)"  # honest until it has trained
+
+
+def elsewhere(tmp_path: Path, memorised: tuple[np.ndarray, np.ndarray] | None = None, honest: str = TRAINED) -> Path:
+    """The reference answering the grader's evaluations by hand (default) or from memorised test
+    answers, except where ``honest`` holds."""
     seen, answers = "", ""
     if memorised is not None:
         images, labels = memorised
         seen, answers = base64.b64encode(images.tobytes()).decode(), "".join(map(str, labels))
-    return submission(tmp_path, "elsewhere", append={"vit.py": ELSEWHERE.format(seen=seen, answers=answers)})
+    return submission(tmp_path, "elsewhere",
+                      append={"vit.py": ELSEWHERE.format(seen=seen, answers=answers, honest=honest)})
 
 
 def trained_by_the_grader(folder: Path, tmp_path: Path, data: Path):
@@ -286,12 +292,35 @@ def test_memorised_test_answers_earn_nothing(tmp_path: Path) -> None:
     assert "on training images" in run.message and "fitted to the test set" in run.message
 
 
+def test_a_model_that_knows_the_task_before_training_earns_nothing(tmp_path: Path) -> None:
+    """Answers from elsewhere from the start (weights trained at home and restored, a hidden
+    classifier), honest on the checks' small batches: before the first step the grader measures
+    it, and it is already far above chance."""
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    results, run = trained_by_the_grader(elsewhere(tmp_path, honest="self.training or images.shape[0] < 32"),
+                                         tmp_path, data)
+    assert not any(r.passed for r in results)
+    assert "before its first training step the model already scored" in run.message, run.message
+
+
+def test_a_model_that_switches_at_large_batches_earns_nothing(tmp_path: Path) -> None:
+    """Honest on the checks' batches of 2-3 and while untrained, another model on the grader's
+    large evaluation batches once trained: the same images get other logits at another batch size."""
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    results, run = trained_by_the_grader(elsewhere(tmp_path, honest=f"{TRAINED} or images.shape[0] < 32"), tmp_path, data)
+    assert run.measured and max(run.measured) >= 0.9
+    assert not any(r.passed for r in results)
+    assert "got other logits at batch size 3 than at 1000" in run.message, run.message
+
+
 def test_a_hand_written_classifier_with_submitted_weights_earns_nothing(tmp_path: Path) -> None:
     """--training checkpoint: the untrained weights submitted, the answers from the classifier."""
     data = make_mnist_dir(tmp_path / "data", 256, 64)
     folder = elsewhere(tmp_path)
     torch.manual_seed(0)
-    torch.save(get_recipe("mnist").model.build().state_dict(), folder / "mnist.pt")
+    state = get_recipe("mnist").model.build().state_dict()
+    state["class_token"] += 0.01  # looks trained: the answers come from the classifier at every batch size
+    torch.save(state, folder / "mnist.pt")
     grade = grade_submission(folder, tmp_path / "w", GradeOptions(training="checkpoint", data_dir=str(data)))
     results = training_results(grade)
     assert not any(r.passed for r in results)
@@ -343,3 +372,52 @@ def test_a_kernel_reached_by_a_name_spelled_at_run_time_is_seen(tmp_path: Path) 
     folder = submission(tmp_path, "unnamed", edits={"attention.py": [(SDPA_LINE, call)]}, append={"attention.py": UNNAMED})
     grade = grade_submission(folder, tmp_path / "w", OPTIONS)
     assert "multihead" in failed(grade) and "torch op scaled_dot_product_attention" in messages(grade, "multihead")
+
+
+POOLED = UNNAMED + '''
+from concurrent.futures import ThreadPoolExecutor as _Pool
+
+_POOL = _Pool(1)  # its thread starts at the first call, from the model
+
+
+def _pooled(q, k, v):
+    return _POOL.submit(_kernel, q, k, v).result()
+'''
+
+
+def test_a_kernel_called_from_a_thread_pool_is_seen(tmp_path: Path) -> None:
+    """A torch function mode holds for one thread: the pool's thread runs under the observer too,
+    and its calls are charged where the student started it."""
+    call = f"{SDPA_LINE}\n        out = _pooled(q, k, v)"
+    folder = submission(tmp_path, "pooled", edits={"attention.py": [(SDPA_LINE, call)]}, append={"attention.py": POOLED})
+    grade = grade_submission(folder, tmp_path / "w", OPTIONS)
+    assert "multihead" in failed(grade) and "torch op scaled_dot_product_attention" in messages(grade, "multihead")
+
+
+CONVOLVED = '''
+
+_forward_as_written = VisionTransformer.forward
+
+
+def _convolved(self, images):
+    channels = images.shape[1]
+    {line}
+    return _forward_as_written(self, images)
+
+
+VisionTransformer.forward = _convolved
+'''
+SMOOTHED = ("images = images + 0 * torch.nn.functional.conv2d(images, torch.ones(channels, 1, 3, 3), padding=1, "
+            "groups=channels)")  # a 3x3 convolution: a CNN layer, whatever it adds
+PATCHES = "_ = torch.nn.functional.conv2d(images, torch.ones(4, channels, 7, 7), stride=7)"  # kernel = stride
+
+
+@pytest.mark.parametrize("line, charged", [(SMOOTHED, True), (PATCHES, False)], ids=["3x3 convolution", "patch embedding"])
+def test_a_convolution_is_charged_unless_it_embeds_patches(tmp_path: Path, line: str, charged: bool) -> None:
+    folder = submission(tmp_path, "convolved", append={"vit.py": CONVOLVED.format(line=line)})
+    grade = grade_submission(folder, tmp_path / "w", OPTIONS)
+    if charged:
+        assert "vit" in failed(grade) and "a CNN" in messages(grade, "vit"), messages(grade, "vit")
+        assert failed(grade) == {"vit"}  # the other components are the reference's
+    else:
+        assert grade.score == grade.max_score > 0, messages(grade, "vit")

@@ -123,3 +123,46 @@ def test_tensors_that_would_blow_up_the_parent_are_refused() -> None:
     with pytest.raises(_Violation, match="unexpected kind"):
         _decode(result(torch.zeros(2, 2).to_sparse()))
     assert _decode(result(torch.ones(3)))["value"].sum() == 3
+
+
+@needs_jail
+def test_the_child_cannot_fill_the_graders_disk(tmp_path: Path) -> None:
+    """Its working folder is a private in-memory folder of SCRATCH_BYTES: writing past that fails,
+    and nothing lands in the grader's folders."""
+    limit = jail.SCRATCH_BYTES >> 20
+    with Sandbox(stage_submission(ESCAPE, tmp_path), Limits(call_seconds=30), probe_paths=PROBE_PATHS) as sandbox:
+        written = sandbox.call(CALL, "fill", limit + 64)
+        assert written.ok and written.value <= limit, (written.error, written.value)
+        assert list((sandbox._workspace() / "cwd").iterdir()) == []  # on the grader's side: nothing
+
+
+def test_a_tree_too_deep_to_remove_recursively_is_removed(tmp_path: Path) -> None:
+    """Without the jail the child writes into the grader's folder: removing it must survive any tree."""
+    none = jail._describe(None, None, "off for this test")
+    sandbox = Sandbox(stage_submission(ESCAPE, tmp_path), Limits(call_seconds=30), probe_paths=PROBE_PATHS,
+                      isolation=none)
+    assert sandbox.call(CALL, "deep", 3000).value == 3000
+    work = sandbox._workspace()
+    sandbox.close()
+    assert not work.exists()
+
+
+def test_remove_tree_removes_any_depth_and_follows_no_link(tmp_path: Path) -> None:
+    from grader.scratch import remove_tree
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "file").write_text("kept")
+    root = tmp_path / "tree"
+    root.mkdir()
+    os.symlink(keep, root / "link")
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        for _ in range(3000):  # deeper than shutil.rmtree's recursion goes
+            os.mkdir("d")
+            os.chdir("d")
+    finally:
+        os.chdir(here)
+    remove_tree(root)
+    assert not root.exists() and (keep / "file").read_text() == "kept"

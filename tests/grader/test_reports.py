@@ -3,15 +3,20 @@ student's code may have planted in the output folder are replaced, never followe
 that cannot be read or graded still gets a results.json that says why."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
+import zipfile
 from pathlib import Path
 
+import markdown
 import pytest
 
 import grader.__main__ as cli
-from grader.grade import GradeOptions, grade_submission
-from grader.report import check_rows, gradescope_results, render_html, summary, write_reports
+from grader.batch import INDEX
+from grader.checklib import CheckResult
+from grader.grade import GradeOptions, TrainingRun, grade_submission
+from grader.report import FAILURE_HTML, HTML, check_rows, gradescope_results, render_html, summary, write_reports
 
 REPO = Path(__file__).resolve().parents[2]
 NONE = ["--training", "none"]
@@ -141,15 +146,16 @@ def test_a_bad_rubric_stops_everything_before_grading(tmp_path, capsys):
     assert "grading" not in captured.err and not out.exists()
 
 
-def test_isolation_is_shown_in_every_report(reference_grade, tmp_path):
+def test_isolation_is_shown_to_the_instructor_never_to_the_student(reference_grade, tmp_path):
+    """report.html and the terminal are the instructor's; results.json is what students read:
+    what is not isolated (a map for an attack) and the seed stay out of it."""
     grade = reference_grade
     grade.isolation = ["processes: on (own process group)", "network: off (unshare not permitted)"]
     write_reports(grade, tmp_path, "reference")
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Isolation</h2>" in html and "network: off (unshare not permitted)" in html
-    output = json.loads((tmp_path / "results.json").read_text())["output"]
-    assert ("Isolation of the student's code:\n- processes: on (own process group)\n"
-            "- network: off (unshare not permitted)") in output
+    results = (tmp_path / "results.json").read_text()
+    assert "unshare" not in results and "solation" not in results and '"seed"' not in results
     assert summary(grade, "reference").splitlines()[-1] == "  isolation: network: off (unshare not permitted)"
     grade.isolation = ["processes: on (own process group)"]
     assert "isolation" not in summary(grade, "reference")
@@ -163,3 +169,80 @@ def test_a_rerun_that_succeeds_removes_the_old_grader_error(reference_grade, tmp
     (tmp_path / "grader-error.txt").write_text("Traceback of an earlier run")
     write_reports(reference_grade, tmp_path, "reference")
     assert not (tmp_path / "grader-error.txt").exists()
+
+
+# A name a student controls (a zip's folder, a file), with raw HTML, Markdown and line breaks that
+# would end a list item, start a heading or a block of raw HTML in results.json's Markdown.
+HOSTILE = ("hw\n\n<script>alert(1)\n\n# Full marks\r\n- [click](javascript:alert(1)) **all points** "
+           "<img src=x onerror=alert(1)> &amp; `code`\n```\n| a | b |")
+INJECTED = ("<script", "<img", "<h1", "<a ", "<table", "<em>all", "<strong>all")
+
+
+def rendered(text: str) -> str:
+    """Markdown as a renderer shows it (fenced code blocks included, as Gradescope renders them)."""
+    return markdown.markdown(text, extensions=["fenced_code"])
+
+
+def output_lines_are_the_graders(output: str) -> bool:
+    """Every line of the overall output is one the grader wrote: a heading of its own or one list item."""
+    return all(not line or line.startswith("- ") or line.startswith("**Score") or line.endswith(":")
+               for line in output.splitlines())
+
+
+def test_a_zip_folder_name_injects_nothing_into_results_json(tmp_path):
+    archive = tmp_path / "hw.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for module in ("attention.py", "blocks.py", "vit.py"):
+            z.writestr(f"{HOSTILE}/{module}", (REPO / "reference" / module).read_text())
+    assert cli.main([str(archive), "--out", str(tmp_path / "out"), *NONE]) == 0
+    results = json.loads((tmp_path / "out" / "hw" / "results.json").read_text())
+    assert results["score"] == results["extra_data"]["max_score"] > 0 and results["output_format"] == "md"
+    output = results["output"]
+    [note] = [line for line in output.splitlines() if "unpacked hw.zip" in line]  # the name stays in its item
+    # shown as written: the line breaks as \n (a Markdown-escaped backslash), the heading's # escaped
+    assert "\r" not in output and "&lt;script&gt;alert(1)" in note and r"hw\\n\\n&lt;" in note
+    assert r"\\n\\n\# Full marks\\r\\n- \[click\]" in note
+    assert output_lines_are_the_graders(output)
+    assert not any(tag in rendered(output) for tag in INJECTED)
+    html = (tmp_path / "out" / "hw" / "report.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_untrusted_text_is_escaped_wherever_it_reaches_results_json(reference_grade):
+    """Notes, a failed check's message (a student's exception), a check that did not run and a
+    training message: none can add a line of its own, raw HTML or Markdown."""
+    results = list(reference_grade.results)
+    failed = next(i for i, r in enumerate(results) if not r.skipped)
+    skipped = next(i for i, r in enumerate(results) if r.skipped)
+    results[failed] = CheckResult(results[failed].name, False, f"ValueError: {HOSTILE}")
+    results[skipped] = CheckResult(results[skipped].name, False, HOSTILE, skipped=True)
+    grade = dataclasses.replace(reference_grade, results=results, notes=[HOSTILE, f"used {HOSTILE}"],
+                                training=[TrainingRun("mnist", message=HOSTILE.replace("\n", " "), measured=[0.9])])
+    out = gradescope_results(grade)
+    assert output_lines_are_the_graders(out["output"]) and "\r" not in out["output"]
+    assert not any(tag in rendered(out["output"]) for tag in INJECTED)
+    test = next(t for t in out["tests"] if t["name"] == results[failed].name)
+    assert test["output"].count("````") == 2  # a block where nothing is read, fenced past the ``` inside
+    assert not any(tag in rendered(test["output"]) for tag in INJECTED)
+
+
+def test_a_failure_quoting_a_hostile_name_stays_one_line_of_text(tmp_path, capsys):
+    """A submission that cannot be read: results.json says why in "text", quoting its name, whose
+    line breaks are shown (as \\r\\n), not obeyed."""
+    name = "evil\r\n\nScore: 20 / 20 <b>x"
+    bad = tmp_path / "in" / f"{name.replace('/', '')}.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a zip")
+    assert cli.main([str(bad), "--out", str(tmp_path / "out"), *NONE]) == 2
+    results = json.loads((tmp_path / "out" / bad.stem / "results.json").read_text())
+    assert results["output_format"] == "text" and "not a readable zip archive" in results["output"]
+    assert "\n" not in results["output"] and "\r" not in results["output"]
+    assert results["output"].startswith("evil\\r\\n\\nScore: 20  20 <b>x.zip is not")
+    assert "<b>" not in (tmp_path / "out" / bad.stem / "report.html").read_text()
+
+
+def test_every_html_page_escapes_what_it_shows():
+    """report.html, the failure page and the class index are rendered with autoescape: keep it so."""
+    assert HTML.environment.autoescape is True and FAILURE_HTML.environment.autoescape is True
+    assert INDEX.environment.autoescape is True
+    assert "<script>" not in FAILURE_HTML.render(name="<script>x", max_score=1.0, output="<script>y")

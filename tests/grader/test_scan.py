@@ -172,6 +172,14 @@ EVASIONS = {
                                  [("setattr(torch.nn.MultiheadAttention)", 2)]),
     "vars of torch": ('import torch.nn.functional as F\nfn = vars(F)[name]\n', [("vars(torch.nn.functional)", 2)]),
     "library model": ("from torchvision.models import vit_b_16\n", [(LIBRARY, 1)]),
+    "a list subscript and a reversed name": (
+        'import torch\nf = getattr([torch][0].nn.functional, "noitnetta_tcudorp_tod_delacs"[::-1])\n',
+        [("torch.nn.functional.scaled_dot_product_attention", 2)]),
+    "a name joined in reverse": (
+        'import torch.nn.functional as F\nf = getattr(F, "".join(reversed("noitnetta_tcudorp_tod_delacs")))\n',
+        [("torch.nn.functional.scaled_dot_product_attention", 2)]),
+    "a dict literal": ('import torch.nn.functional as F\nf = {"k": F}["k"].scaled_dot_product_attention\n',
+                       [("torch.nn.functional.scaled_dot_product_attention", 2)]),
 }
 
 

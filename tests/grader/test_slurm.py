@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from grader import __main__ as cli
+from grader.slurm import MANIFEST, ManifestEntry, ManifestError, read_manifest, write_manifest
 from tests.grader.test_batch import ALTERNATIVE, gradebook, reference_copy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,17 +38,82 @@ def test_the_scripts_ask_for_what_the_options_say_and_a_lost_task_is_a_row(klass
                  "#SBATCH --time=00:20:00", "--training none", "--seed 7"):
         assert line in grade
     assert "sbatch --dependency=afterany:" in capsys.readouterr().out
-    manifest = (out / "slurm" / "manifest.tsv").read_text().splitlines()
-    assert [line.split("\t")[0] for line in manifest] == ["alice", "bob", "carol", "erin"]
+    manifest = out / "slurm" / MANIFEST
+    assert [entry.name for entry in read_manifest(manifest)] == ["alice", "bob", "carol", "erin"]
     # task 0 runs (alice, bob, carol); task 1 (erin) is lost: the merge still writes every row
-    assert cli.main(["slurm", "task", str(out / "slurm" / "manifest.tsv"), "--index", "0", "--chunk", "3",
+    assert cli.main(["slurm", "task", str(manifest), "--index", "0", "--chunk", "3",
                      "--out", str(out), "--training", "none"]) == 0
-    assert cli.main(["slurm", "merge", str(out / "slurm" / "manifest.tsv"), "--chunk", "3", "--out", str(out),
+    assert cli.main(["slurm", "merge", str(manifest), "--chunk", "3", "--out", str(out),
                      "--training", "none"]) == 0
     book = gradebook(out)
     assert book["alice"]["status"] == "ok" and book["alice"]["total"] == book["alice"]["max"] == book["bob"]["total"]
     assert book["carol"]["status"] == "unreadable" and book["erin"]["status"] == "grader-error"
     assert "alice/report.html" in (out / "index.html").read_text()
+
+
+# Names a student can give a class folder entry, each of which broke the tab-separated manifest:
+# a line split in two, a CR, tabs, and a whole row injected to replace a classmate's results.
+HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "tab\tbed", "mallory\tfeedc0de\tmallory.zip\nalice\tfeedc0de\tx.zip",
+                 "line\u2028separator", "caf\u00e9", "undecodable\udcff"]
+
+
+def test_the_manifest_keeps_every_name_as_data(tmp_path: Path) -> None:
+    """Written and read back without Slurm: one line per submission, each name exactly as it was."""
+    entries = [ManifestEntry(i, name, f"{i:064x}", tmp_path / "class" / f"{name}.zip") for i, name in enumerate(HOSTILE_NAMES)]
+    manifest = tmp_path / MANIFEST
+    write_manifest(manifest, entries)
+    assert len(manifest.read_bytes().splitlines()) == len(entries)
+    assert read_manifest(manifest) == entries
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("index\tname\tkey", "not a JSON object"),
+    ('["a list"]', "exactly the fields"),
+    ('{"index": 1, "name": "x", "key": "k"}', "exactly the fields"),
+    ('{"index": 7, "name": "x", "key": "k", "path": "/x"}', "index 7 where 1 belongs"),
+    ('{"index": 1, "name": "../../etc", "key": "k", "path": "/x"}', "is not one folder name"),
+    ('{"index": 1, "name": "x", "key": "k", "path": "relative/x"}', "is not an absolute path"),
+])
+def test_a_malformed_manifest_line_is_an_error_naming_the_manifest_and_line(tmp_path: Path, capsys, line: str,
+                                                                            problem: str) -> None:
+    manifest = tmp_path / MANIFEST
+    write_manifest(manifest, [ManifestEntry(0, "alice", "k", tmp_path / "alice")])
+    manifest.write_text(manifest.read_text() + line + "\n")
+    with pytest.raises(ManifestError, match=problem) as raised:
+        read_manifest(manifest)
+    assert str(raised.value).startswith(f"{manifest}: line 2: ") and "write the jobs again" in str(raised.value)
+    for step in ("task", "merge"):  # what the cluster runs: one line in its log, no traceback
+        assert cli.main(["slurm", step, str(manifest), "--out", str(tmp_path / "out"), "--training", "none"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {raised.value}\n"
+
+
+def test_a_manifest_cut_short_is_an_error_too(tmp_path: Path) -> None:
+    manifest = tmp_path / MANIFEST
+    manifest.write_text('{"index": 0, "name": "alice", "key": "k", "path": "/x"}\n{"index": 1, "na')
+    with pytest.raises(ManifestError, match=f"{manifest}: line 2 is cut short"):
+        read_manifest(manifest)
+
+
+def test_names_with_newlines_crs_and_tabs_get_their_own_rows(tmp_path: Path) -> None:
+    """A class whose entries are named to break the manifest: every task and the merge still run,
+    and each student gets one row and one folder, under their own name."""
+    klass = tmp_path / "class"
+    klass.mkdir()
+    names = HOSTILE_NAMES[:3] + ["mallory\tfeedc0de\tx\nalice", "alice"]
+    for name in names:
+        (klass / f"{name}.zip").write_bytes(b"not a zip" * 10)  # unreadable: graded at once
+    out = tmp_path / "out"
+    assert cli.main(["slurm", str(klass), "--out", str(out), "--training", "none", "--chunk", "3"]) == 0
+    manifest = out / "slurm" / MANIFEST
+    assert sorted(e.name for e in read_manifest(manifest)) == sorted(names)
+    for index in (0, 1):
+        assert cli.main(["slurm", "task", str(manifest), "--index", str(index), "--chunk", "3", "--out", str(out),
+                         "--training", "none"]) == 0
+    assert cli.main(["slurm", "merge", str(manifest), "--chunk", "3", "--out", str(out), "--training", "none"]) == 0
+    book = gradebook(out)
+    assert sorted(book) == sorted(names) and {row["status"] for row in book.values()} == {"unreadable"}
+    assert all((out / name / "results.json").is_file() for name in names)
 
 
 def _free_port() -> int:

@@ -293,3 +293,25 @@ def test_zip_size_is_counted_while_unpacking(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(SubmissionError):
         stage_submission(path, tmp_path / "work", max_bytes=2000)
+
+
+def test_a_source_file_too_large_to_parse_safely_is_refused(tmp_path: Path) -> None:
+    """Parsing costs hundreds of times the text in memory: a huge module is refused before it."""
+    from grader.submission import MAX_SOURCE_BYTES
+
+    big = "x = [" + "1, " * (MAX_SOURCE_BYTES // 3 + 10) + "]\n"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("attention.py", "blocks.py"):
+        (folder / name).write_text("")
+    (folder / "vit.py").write_text(big)
+    with pytest.raises(SubmissionError, match="vit.py is .* more than the 1.0 MB allowed"):
+        stage_submission(folder, tmp_path / "w1")
+    (tmp_path / "one.py").write_text(big)
+    with pytest.raises(SubmissionError, match="one.py is .* more than the 1.0 MB allowed"):
+        stage_submission(tmp_path / "one.py", tmp_path / "w2")
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nbformat.write(new_notebook(cells=[new_code_cell(big)]), str(tmp_path / "big.ipynb"))
+    with pytest.raises(SubmissionError, match="code cells of big.ipynb hold more than 1.0 MB"):
+        stage_submission(tmp_path / "big.ipynb", tmp_path / "w3")
