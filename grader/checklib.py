@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from grader.integrity import ATTENTION, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
+from grader.integrity import ATTENTION, CNN, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
 from grader.sandbox import PROBES
 from grader.seeds import derive_seed
 from grader.submission import PACKAGE_NAME
@@ -33,7 +33,7 @@ FILE_OWNER = {"attention.py": "attention", "blocks.py": "transformer_block", "vi
 # The module (of the template's layout) that defines each component.
 COMPONENT_MODULE = {"attention": "attention", "multihead": "attention", "feedforward": "blocks",
                     "residual_block": "blocks", "transformer_block": "blocks", "patchify": "vit", "vit": "vit"}
-CHARGED = (ATTENTION, LIBRARY, REFERENCE, DYNAMIC)  # categories of forbidden calls that cost points
+CHARGED = (ATTENTION, CNN, LIBRARY, REFERENCE, DYNAMIC)  # categories of forbidden calls that cost points
 GELU_FORMS = ("none", "tanh")  # F.gelu's exact form and its tanh approximation: both are GELU
 ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
 

@@ -23,7 +23,7 @@ import pytest
 
 from grader.checklib import CHARGED, TABLE, Check, CheckFailed, CheckResult, Context, forbidden_owner
 from grader import hidden
-from grader.integrity import DYNAMIC, REFERENCE, ForbiddenCall
+from grader.integrity import CNN, DYNAMIC, REFERENCE, ForbiddenCall
 from reference.configs import RECIPES
 
 HIDDEN = Path(hidden.__file__).resolve().parent
@@ -145,6 +145,9 @@ def charge_forbidden(ctx: Context) -> None:
             why = "a submission that uses the reference solution or the grader earns no points"
         elif all(c.category == DYNAMIC for c in calls):
             why = "code the grader cannot see through (exec, eval, interpreter internals) is not accepted in the homework"
+        elif all(c.category == CNN for c in calls):
+            why = ("a convolution other than a patch embedding (kernel = stride) makes a CNN, which earns no points "
+                   "in place of the transformer")
         else:
             why = "write the attention yourself, library attention earns no points"
         message = "uses " + "; ".join(seen[:3]) + ": " + why

@@ -48,6 +48,20 @@ TRAIN_SAMPLE = 2000  # training images measured against the test accuracy (and t
 
 
 @dataclass(frozen=True)
+class Envelope:
+    """How soon the reference passed a recipe's top threshold over 10 seeds, on the real data."""
+
+    train_images: int  # the real training split's size: the figure holds for it only
+    fastest_epochs: float  # the earliest epoch at which a seed passed the top threshold
+
+
+# reference/results/mnist_search.md (seeds 0-9: 0.62-1.00 epochs) and cifar10-cpu_search.md (8-9 epochs,
+# on both CPUs). A run that passes sooner than ENVELOPE_SHARE of that did not learn it in this training.
+ENVELOPES = {"mnist": Envelope(60_000, 0.62), "cifar10-cpu": Envelope(50_000, 8.0)}
+ENVELOPE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
 class GradeOptions:
     """How to grade. ``resolved()`` turns what was asked ("auto", no data directory, no time
     limit) into what will be used, once; every stage reads that."""
@@ -97,6 +111,7 @@ class TrainingRun:
     message: str = ""
     measured: list[float] = field(default_factory=list)  # test accuracies the grader computed, in order
     initial: float | None = None  # the untrained model's accuracy on a test sample, measured by the grader
+    flagged: str = ""  # why the accuracy rose faster than the reference's ever did, if it did
     wall_seconds: float = 0.0  # the training request as the grader timed it (not the run's own account)
 
 
@@ -279,6 +294,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             run.measured.append(accuracy)
             if accuracy >= max(run.measured):
                 best_weights = weights  # the weights behind the accuracy that decides the thresholds
+            if accuracy >= recipe.target_accuracy and not run.flagged:
+                run.flagged = too_fast(recipe, len(data.train_labels), asked - 1, accuracy)
             return {"stop": accuracy >= recipe.target_accuracy}
 
         def progress(update: object) -> None:
@@ -308,7 +325,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             ctx.forbidden += shown.forbidden_calls
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
-        refused = untrained_refusal(run.initial, data.num_classes, len(first))
+        refused = untrained_refusal(run.initial, data.num_classes, len(first)) or run.flagged
         if best_weights is not None and not refused:
             _, refused = _plausible(judge, ctx, model_kwargs, best_weights, max(run.measured), data, stats, device,
                                     derive_seed(options.seed, f"plausible:{name}"))
@@ -359,6 +376,20 @@ def untrained_refusal(initial: float | None, classes: int, n: int) -> str:
         return ""
     return (f"before its first training step the model already scored {100 * initial:.2f}% (chance: "
             f"{100 / classes:.0f}%): its accuracy does not come from the training the grader ran "
+            "(the instructor can look into it)")
+
+
+def too_fast(recipe: Recipe, train_images: int, evaluation: int, accuracy: float) -> str:
+    """Why passing the top threshold at the ``evaluation``-th planned evaluation is sooner than the
+    reference ever did (its ENVELOPES figure, on the real data only), or ""."""
+    envelope = ENVELOPES.get(recipe.name)
+    if envelope is None or train_images != envelope.train_images:
+        return ""
+    epochs = evaluation / recipe.train.evals_per_epoch  # at most this much training had happened
+    if epochs >= ENVELOPE_SHARE * envelope.fastest_epochs:
+        return ""
+    return (f"it reached {100 * accuracy:.2f}% after at most {epochs:.2f} epochs, where the reference needed at "
+            f"least {envelope.fastest_epochs:g} over 10 seeds: that was not learned in this training "
             "(the instructor can look into it)")
 
 

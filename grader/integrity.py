@@ -11,9 +11,11 @@ again.
 
 Below the wrappers, ``observer`` (a ``TorchFunctionMode`` pushed for every request) sees the
 attention kernels however they are reached: ``torch.ops.aten``, the math kernel, the native
-multi-head attention and the fused encoder layer, through any alias. All of this lives in the
-student's process, so it is a second layer: the grader's static scan (``grader.scan``) reads the
-source, where undoing these traps would show.
+multi-head attention and the fused encoder layer, through any alias. A torch function mode holds
+for one thread only, so every Python thread started after the traps runs under one too, and a
+call in a thread with no student frame of its own (a pool's worker) is the student's who started
+that thread. All of this lives in the student's process, so it is a second layer: the grader's
+static scan (``grader.scan``) reads the source, where undoing these traps would show.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from types import FrameType
 from typing import Callable, Mapping, Sequence
 
 ATTENTION = "attention"
-CONVOLUTION = "convolution"
+CONVOLUTION = "convolution"  # a patch embedding written as a convolution (kernel = stride): recorded, allowed
+CNN = "cnn"  # any other convolution: a CNN workaround, charged like library attention
 LIBRARY = "library"
 REFERENCE = "reference"
 DYNAMIC = "dynamic"  # code the grader cannot see through (exec, frames, torch internals); found by grader.scan
@@ -38,7 +41,7 @@ FUNCTION_TRAPS: tuple[tuple[str, str, str], ...] = (
     ("torch.nn.functional", "scaled_dot_product_attention", ATTENTION),
     ("torch.nn.functional", "multi_head_attention_forward", ATTENTION),
     ("torch._C._nn", "scaled_dot_product_attention", ATTENTION),
-    ("torch.nn.functional", "conv2d", CONVOLUTION),
+    ("torch.nn.functional", "conv2d", CONVOLUTION),  # the category is decided per call (convolution_category)
     ("torch", "conv2d", CONVOLUTION),
 )
 # (module, class, category): construction and forward are recorded (subclasses included).
@@ -54,6 +57,8 @@ CLASS_TRAPS: tuple[tuple[str, str, str], ...] = (
 # torch functions and aten ops that are library attention, as the observer sees them by name
 ATTENTION_OPS = frozenset({"scaled_dot_product_attention", "multi_head_attention_forward",
                            "_native_multi_head_attention", "_transformer_encoder_layer_fwd"})
+# ... and convolutions, all called (input, weight, bias, stride, ...): a CNN unless kernel = stride
+CONVOLUTION_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "_convolution"})
 ATTENTION_OP_PREFIXES = ("_scaled_dot_product", "_fused_sdp", "_flash_attention", "_efficient_attention")
 # top-level packages whose import by the student is recorded
 FORBIDDEN_IMPORTS: Mapping[str, str] = {"timm": LIBRARY, "reference": REFERENCE}
@@ -68,7 +73,7 @@ class ForbiddenCall:
     line: int
     function: str  # qualified name of the student's function, "<module>" at import time
     component_hint: str  # the interface class/function it happened in, if any, else the enclosing name
-    category: str = ATTENTION  # ATTENTION | CONVOLUTION | LIBRARY | REFERENCE | DYNAMIC
+    category: str = ATTENTION  # ATTENTION | CONVOLUTION | CNN | LIBRARY | REFERENCE | DYNAMIC
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -160,6 +165,10 @@ class Traps:
 
     def note(self, api: str, category: str, frame: FrameType | None) -> bool:
         where = student_location(frame, self.student_file, self.components)
+        # a thread the student started (a pool's worker) runs on behalf of the code that started it
+        origin = getattr(threading.current_thread(), ORIGIN, None)
+        if origin is not None and (where is None or (where[3] not in self.components and origin[3] in self.components)):
+            where = origin
         if where is None:
             return False
         key = (api, where[0], where[1])
@@ -186,19 +195,47 @@ def install_traps(
     for module_name, attr, category in FUNCTION_TRAPS:
         module = importlib.import_module(module_name)
         original = getattr(module, attr, None)
+        kind = convolution_category if category == CONVOLUTION else category
         if original is not None:
-            traps.patch(module, attr, _function_trap(traps, original, f"{module_name}.{attr}", category))
+            traps.patch(module, attr, _function_trap(traps, original, f"{module_name}.{attr}", kind))
     for module_name, class_name, category in CLASS_TRAPS:
         cls = getattr(importlib.import_module(module_name), class_name, None)
         if cls is None:
             continue
         api = f"{module_name}.{class_name}"
+        kind = conv_module_category if category == CONVOLUTION else category
         for method, label in (("__init__", api), ("forward", f"{api}.forward")):
             if method in vars(cls):
-                traps.patch(cls, method, _function_trap(traps, vars(cls)[method], label, category))
+                traps.patch(cls, method, _function_trap(traps, vars(cls)[method], label, kind))
     traps.patch(builtins, "__import__", _import_trap(traps, builtins.__import__))
     sys.meta_path.insert(0, _ImportTrap(traps))
+    _trap_threads(traps)
     return traps
+
+
+ORIGIN = "_vitkit_origin"  # on a thread: the student's location that started it, if any
+
+
+def _trap_threads(traps: Traps) -> None:
+    """Every Python thread started from now on remembers the student code that started it and runs
+    under the attention observer (a torch function mode covers one thread only)."""
+    start, bootstrap = threading.Thread.start, getattr(threading.Thread, "_bootstrap_inner", None)
+
+    def started(self: threading.Thread) -> None:
+        setattr(self, ORIGIN, student_location(sys._getframe(1), traps.student_file, traps.components))
+        return start(self)
+
+    def observed(self: threading.Thread) -> None:
+        try:
+            mode = observer(traps)
+        except Exception:  # no torch here: the function traps still hold
+            return bootstrap(self)
+        with mode:
+            return bootstrap(self)
+
+    traps.patch(threading.Thread, "start", started)
+    if bootstrap is not None:  # CPython's entry point of every new thread
+        traps.patch(threading.Thread, "_bootstrap_inner", observed)
 
 
 def observer(traps: Traps) -> object:
@@ -209,8 +246,10 @@ def observer(traps: Traps) -> object:
     class AttentionObserver(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
             name = getattr(func, "__name__", "")
-            if (name in ATTENTION_OPS or name.startswith(ATTENTION_OP_PREFIXES)) and not getattr(traps._local, "depth", 0):
-                if traps.enter(f"torch op {name}", ATTENTION, sys._getframe(1)):
+            category = (ATTENTION if name in ATTENTION_OPS or name.startswith(ATTENTION_OP_PREFIXES)
+                        else convolution_category(args, kwargs or {}) if name in CONVOLUTION_OPS else None)
+            if category is not None and not getattr(traps._local, "depth", 0):
+                if traps.enter(f"torch op {name}", category, sys._getframe(1)):
                     try:
                         return func(*args, **(kwargs or {}))
                     finally:
@@ -220,10 +259,43 @@ def observer(traps: Traps) -> object:
     return AttentionObserver()
 
 
-def _function_trap(traps: Traps, original: Callable, api: str, category: str) -> Callable:
+def convolution_category(args: Sequence[object], kwargs: Mapping[str, object]) -> str:
+    """CONVOLUTION for a convolution whose stride equals its kernel (a patch embedding: each patch
+    seen once), CNN for any other; called as (input, weight, bias, stride, ...)."""
+    weight = args[1] if len(args) > 1 else kwargs.get("weight")
+    stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
+    return CONVOLUTION if _same_size(getattr(weight, "shape", ())[2:], stride) else CNN
+
+
+def conv_module_category(args: Sequence[object], kwargs: Mapping[str, object]) -> str:
+    """``convolution_category`` for ``nn.Conv2d(in, out, kernel_size, stride=1, ...)`` and its forward."""
+    module = args[0] if args else None
+    if hasattr(module, "kernel_size") and hasattr(module, "stride"):  # forward(self, x): built already
+        return CONVOLUTION if _same_size(module.kernel_size, module.stride) else CNN
+    kernel = args[3] if len(args) > 3 else kwargs.get("kernel_size")
+    stride = args[4] if len(args) > 4 else kwargs.get("stride", 1)
+    return CONVOLUTION if _same_size(kernel, stride) else CNN
+
+
+def _same_size(kernel: object, stride: object) -> bool:
+    """Whether a kernel size and a stride (ints, or sequences of them) are the same in every dimension."""
+    try:
+        k = [int(x) for x in kernel] if hasattr(kernel, "__len__") else [int(kernel)]
+        s = [int(x) for x in stride] if hasattr(stride, "__len__") else [int(stride)]
+    except (TypeError, ValueError):
+        return False
+    if len(k) == 1 and len(s) > 1:
+        k = k * len(s)
+    if len(s) == 1 and len(k) > 1:
+        s = s * len(k)
+    return len(k) > 0 and k == s
+
+
+def _function_trap(traps: Traps, original: Callable, api: str, category: str | Callable[..., str]) -> Callable:
     @functools.wraps(original)
     def trap(*args: object, **kwargs: object) -> object:
-        entered = traps.enter(api, category, sys._getframe(1))
+        kind = category(args, kwargs) if callable(category) else category
+        entered = traps.enter(api, kind, sys._getframe(1))
         try:
             return original(*args, **kwargs)
         finally:

@@ -181,10 +181,50 @@ def fold(node: ast.AST) -> str | None:
         pieces = [fold(v.value if isinstance(v, ast.FormattedValue) else v) for v in node.values]
         return None if None in pieces else "".join(pieces)  # type: ignore[arg-type]
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"
-            and len(node.args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple))):
-        sep, pieces = fold(node.func.value), [fold(e) for e in node.args[0].elts]
-        return None if sep is None or None in pieces else sep.join(pieces)  # type: ignore[arg-type]
+            and len(node.args) == 1):
+        sep, pieces = fold(node.func.value), _folded_items(node.args[0])
+        return None if sep is None or pieces is None else sep.join(pieces)
+    if isinstance(node, ast.Subscript):  # "noitnetta"[::-1], "xattention"[1:]
+        text, index = fold(node.value), _constant_index(node.slice)
+        if text is None or index is None:
+            return None
+        try:
+            return text[index]
+        except IndexError:
+            return None
     return None
+
+
+def _folded_items(node: ast.AST) -> list[str] | None:
+    """The strings a constant sequence yields: a list or tuple of them, ``reversed(...)`` of one,
+    or a string itself (its characters)."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [fold(e) for e in node.elts]
+        return None if None in items else items  # type: ignore[return-value]
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "reversed"
+            and len(node.args) == 1):
+        items = _folded_items(node.args[0])
+        return None if items is None else items[::-1]
+    text = fold(node)
+    return None if text is None else list(text)
+
+
+def _constant_index(node: ast.AST) -> int | slice | None:
+    """A subscript built from integer constants (an index or a slice), else None."""
+    def number(part: ast.AST | None) -> int | None | bool:
+        if part is None:
+            return None
+        if isinstance(part, ast.UnaryOp) and isinstance(part.op, ast.USub):
+            inner = number(part.operand)
+            return -inner if isinstance(inner, int) and inner is not False else False
+        if isinstance(part, ast.Constant) and type(part.value) is int:
+            return part.value
+        return False  # not a constant: cannot be folded
+    if isinstance(node, ast.Slice):
+        parts = [number(p) for p in (node.lower, node.upper, node.step)]
+        return None if any(p is False for p in parts) or parts[2] == 0 else slice(*parts)
+    value = number(node)
+    return value if isinstance(value, int) and value is not False else None
 
 
 def bound_names(scope: ast.AST) -> frozenset[str]:
@@ -286,6 +326,10 @@ class _Bindings:
         if isinstance(node, ast.Subscript) and "sys.modules" in self.resolve(node.value, bound):
             key = fold(node.slice)
             return {key} if key else set()
+        if isinstance(node, ast.Subscript) and isinstance(node.value, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            # [torch][0], (F,)[-1], {"f": F}["f"]: whatever the literal holds may be what is taken
+            elements = node.value.values if isinstance(node.value, ast.Dict) else node.value.elts
+            return set().union(*(self.resolve(e, bound) for e in elements)) if elements else set()
         return set()
 
 

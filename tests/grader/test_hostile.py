@@ -421,3 +421,58 @@ def test_a_convolution_is_charged_unless_it_embeds_patches(tmp_path: Path, line:
         assert failed(grade) == {"vit"}  # the other components are the reference's
     else:
         assert grade.score == grade.max_score > 0, messages(grade, "vit")
+
+
+RESTORED = '''
+
+import os as _os
+
+from torch.optim.optimizer import register_optimizer_step_post_hook as _after_every_step
+
+_HOME = _os.path.join(_os.path.dirname(__file__), "mnist.pt")  # trained at home, shipped beside the code
+_TRAINED = []  # the model being trained, once it has taken a step
+_forward_as_written = VisionTransformer.forward
+
+
+def _noting(self, images):
+    if self.training and self not in _TRAINED:
+        _TRAINED.append(self)
+    return _forward_as_written(self, images)
+
+
+def _restore(optimizer, args, kwargs):
+    """After every optimizer step the home weights are back, whatever the step did."""
+    for model in _TRAINED:
+        try:
+            with torch.no_grad():
+                model.load_state_dict(torch.load(_HOME, weights_only=True))
+        except Exception:
+            pass
+
+
+VisionTransformer.forward = _noting
+_after_every_step(_restore)
+'''
+
+
+def test_weights_restored_from_home_after_the_first_step_earn_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Untrained (chance) at the start, then the home weights from the first step on: the accuracy
+    rises sooner than the reference's ever did (its envelope, measured on the real data; here the
+    fixture's stands in for it)."""
+    from grader import grade
+    from reference.data import load_dataset
+    from reference.training import TrainConfig, train
+
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    torch.manual_seed(0)
+    home = get_recipe("mnist").model.build()
+    history = train(home, load_dataset("mnist", str(data)), TrainConfig(epochs=8, batch_size=64, lr=3e-3), progress=False)
+    assert max(history.test_accuracy) >= 0.94  # what the student brings from home
+    folder = submission(tmp_path, "restored", append={"vit.py": RESTORED})
+    torch.save(home.state_dict(), folder / "mnist.pt")
+    monkeypatch.setitem(grade.ENVELOPES, "mnist", grade.Envelope(256, 2.0))
+    results, run = trained_by_the_grader(folder, tmp_path, data)
+    assert run.initial is not None and run.initial <= 0.25  # honest while untrained
+    assert run.measured and max(run.measured) >= 0.94
+    assert not any(r.passed for r in results)
+    assert "that was not learned in this training" in run.message, run.message

@@ -61,9 +61,10 @@ def test_records_say_where_and_what_kind(cheater: Sandbox) -> None:
     mha = by_api["torch.nn.MultiheadAttention.forward"]
     assert (mha.function, mha.component_hint, mha.category) == (
         "MultiHeadSelfAttention.forward", "MultiHeadSelfAttention", "attention")
-    assert by_api["torch.nn.Conv2d"].category == "convolution"
+    assert by_api["torch.nn.Conv2d"].category == "convolution"  # kernel 4 = stride 4: a patch embedding
     assert by_api["torch.nn.Conv2d"].component_hint == "PatchEmbedding"
-    assert by_api["torch.conv2d"].category == "convolution"
+    assert by_api["torch.conv2d"].category == "cnn"  # a 3x3 kernel at stride 1: a CNN layer
+    assert by_api["torch.nn.functional.conv2d"].category == "cnn"
     assert by_api["import reference"].category == "reference"
     assert by_api["import timm"].category == "library"
     # a recorded library call does not also record what the library calls inside it
