@@ -327,7 +327,8 @@ def _describe(bwrap: str | None, uid: int | None, why: str = "", tree: cgroups.H
 RUNNER_PACKAGE = "vitkit_child"
 # What the child runs: the worker, its run-time traps and probes, and the kit's training code
 # (the same files students get). Nothing else of the grader or the reference.
-RUNNER_FILES = {"worker.py": _REPO / "grader" / "worker.py", "integrity.py": _REPO / "grader" / "integrity.py",
+RUNNER_FILES = {"worker.py": _REPO / "grader" / "worker.py", "wire.py": _REPO / "grader" / "wire.py",
+                "integrity.py": _REPO / "grader" / "integrity.py",
                 "probes.py": _REPO / "grader" / "probes.py", "training.py": _REPO / "student_template" / "training.py",
                 "data.py": _REPO / "student_template" / "data.py"}
 

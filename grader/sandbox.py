@@ -20,9 +20,10 @@ child is killed and the next request transparently gets a fresh one (the submiss
 again, with the same seed). Between requests the child keeps its state (module globals), but
 the RNGs, grad mode and default dtype are reset before every request.
 
-Safety of the parent: messages from the child are read with ``torch.load(weights_only=True)``,
-every tensor in them is bounded (dtype, elements, contiguous storage) and every frame checked
-for shape; the student's stdout/stderr travel on another pipe and are kept bounded. Each child
+Safety of the parent: messages from the child are never unpickled: the wire format
+(``grader.wire``) is JSON and raw tensor bytes, every tensor built here within an element budget
+and every message checked against the wire's table of what a child may send; the student's
+stdout/stderr travel on another pipe and are kept bounded. Each child
 is a fresh interpreter started in the jail (``grader.jail``), which runs the copy of the worker
 in the sandbox's runner folder: the child never imports the grader itself.
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import io
 import json
 import os
 import re
@@ -58,15 +58,13 @@ from grader.submission import (
     RESERVED_STEMS,
     StagedSubmission,
 )
-from grader.worker import HEADER, encode
+from grader.wire import FROM_CHILD, HEADER, WireError, check, decode, encode
 
 KINDS = ("timeout", "crash", "memory", "exception", "import", "protocol")
 _BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
          f"sys.path.insert(0, sys.argv[1]); import {jail.RUNNER_PACKAGE}.worker as w; "
          "w.spawn_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
 PROBES = f"{jail.RUNNER_PACKAGE}.probes"  # the grader's probes, as the child imports them
-# dtypes a child may send back; anything else is a protocol error
-_DTYPES = None  # filled lazily (torch is imported lazily here)
 
 
 @dataclass(frozen=True)
@@ -273,63 +271,16 @@ def _check_record(record: object) -> dict:
     return record
 
 
-def _check_frame(message: object) -> dict:
-    """Accept only the message shapes the worker sends."""
-    kinds = ("hello", "progress", "forbidden", "update", "ask", "result")
-    if not isinstance(message, dict) or message.get("type") not in kinds:
-        raise _Violation("unexpected message")
-    kind = message["type"]
-    if kind == "progress" and not (isinstance(message.get("module"), str) and message.get("state") in ("begin", "end")):
-        raise _Violation("malformed progress message")
-    if kind in ("update", "ask") and not isinstance(message.get("id"), int):
-        raise _Violation(f"malformed {kind}")
-    if kind == "result":
-        if not isinstance(message.get("id"), int) or not isinstance(message.get("ok"), bool):
-            raise _Violation("malformed result")
-        if message["ok"] is False:
-            _check_record(message.get("error"))
-    return message
-
-
 def _decode(payload: bytes, max_elements: int = Limits.max_elements) -> dict:
-    import torch
-
+    """A frame from the child: the wire's plain data (never unpickled; tensors built here within
+    ``max_elements``), one of the messages the child may send, an error record checked too."""
     try:
-        message = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 -- anything that is not plain data
-        raise _Violation(f"the worker sent data that is not plain ({type(exc).__name__})") from None
-    _check_tensors(message, max_elements)
-    return _check_frame(message)
-
-
-def _check_tensors(value: object, budget: int, depth: int = 0) -> int:
-    """Every tensor must be dense, contiguous, of a plain dtype and within the element budget, so
-    that a child cannot make the parent allocate more than it sent (zero strides, huge views)."""
-    import torch
-
-    global _DTYPES
-    if _DTYPES is None:
-        _DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
-                   torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128}
-    if depth > 32:
-        raise _Violation("a message nested too deeply")
-    if isinstance(value, torch.Tensor):
-        if type(value) is not torch.Tensor or value.layout != torch.strided or value.dtype not in _DTYPES:
-            raise _Violation(f"a tensor of an unexpected kind ({type(value).__name__}, {value.dtype}, {value.layout})")
-        if value.numel() > budget:
-            raise _Violation("tensors with too many elements in one message (Limits.max_elements)")
-        if not value.is_contiguous() or value.untyped_storage().nbytes() < value.numel() * value.element_size():
-            raise _Violation("a tensor that is not contiguous (e.g. zero strides)")
-        return budget - value.numel()
-    if isinstance(value, dict):
-        items = value.values()
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        items = value
-    else:
-        return budget
-    for item in items:
-        budget = _check_tensors(item, budget, depth + 1)
-    return budget
+        message = check(decode(payload, max_elements), FROM_CHILD)
+    except WireError as exc:
+        raise _Violation(str(exc)) from None
+    if message["type"] == "result" and message["ok"] is False:
+        _check_record(message["error"])
+    return message
 
 
 def _check_plain(value: object, where: str = "argument", depth: int = 0) -> None:
@@ -457,7 +408,7 @@ class Sandbox:
             if self._child is None:
                 return dataclasses.replace(failed, error=f"could not restart the submission: {failed.error}")
             self.restarts += 1
-        message = {"op": "call", "probe": probe, "args": list(args), "kwargs": kwargs,
+        message = {"type": "call", "probe": probe, "args": list(args), "kwargs": kwargs,
                    "seed": self.seed if seed is None else int(seed)}
         limit = self.limits.call_seconds if timeout is None else timeout
         reply, output = self._request(message, limit, on_update, on_ask)
@@ -486,7 +437,7 @@ class Sandbox:
             if failure is not None:
                 self._broken = Outcome(False, error=failure, kind="import", output=self._tail.since(mark))
                 return self._broken
-            message = {"op": "import", "seed": self.seed, "blocked": sorted(self._blocked)}
+            message = {"type": "import", "seed": self.seed, "blocked": sorted(self._blocked)}
             reply, _ = self._request(message, self.limits.import_seconds)
             forbidden.extend(reply.forbidden)
             if reply.failure is None:
@@ -825,7 +776,7 @@ class Sandbox:
                     if on_update is not None:
                         on_update(reply.update)
                 elif kind == "ask" and message is not None and frame["id"] == message["id"] and on_ask is not None:
-                    answer = {"op": "answer", "id": message["id"], "value": on_ask(frame.get("value"))}
+                    answer = {"type": "answer", "id": message["id"], "value": on_ask(frame["value"])}
                     self._send(child, encode(answer), deadline)
                 elif kind == "hello" and message is None:
                     reply.result = frame

@@ -2,16 +2,16 @@
 
 Everything here runs in a separate process started by ``grader.sandbox``, inside the jail
 (``grader.jail``); the parent never imports the student's code. This file is copied, with
-``integrity.py``, ``probes.py`` and the kit's ``training.py`` and ``data.py``, into the runner
-package ``vitkit_child`` that the child imports: it may import nothing else of the grader.
+``wire.py``, ``integrity.py``, ``probes.py`` and the kit's ``training.py`` and ``data.py``, into
+the runner package ``vitkit_child`` that the child imports: it may import nothing else of the grader.
 
 ``spawn_main`` applies the resource limits, installs the integrity traps, takes a private copy
 of the probe table (so that a submission that patches ``vitkit_child.probes`` changes nothing),
 and serves requests read from a dedicated pipe: ``import`` (the submission) and ``call`` (a
 probe ``"module:function"``, called as ``function(ns, *args, **kwargs)``). A probe may ``ask``
-the parent a question mid-request and wait for its ``answer``. Every message is a frame of
-8-byte big-endian length + ``torch.save`` bytes of plain data, so the parent can read them with
-``torch.load(weights_only=True)``. The student's stdout/stderr go to another pipe.
+the parent a question mid-request and wait for its ``answer``. Every message is a frame of the
+wire format (``wire.py``: JSON and raw tensor bytes, nothing pickled), one of the message types
+declared there. The student's stdout/stderr go to another pipe.
 """
 from __future__ import annotations
 
@@ -20,33 +20,20 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import io
 import json
 import os
 import random
 import re
 import signal
-import struct
 import sys
 import threading
 import traceback
 from types import ModuleType
 from typing import Any, Callable
 
-HEADER = struct.Struct(">Q")
+from .wire import FROM_PARENT, HEADER, WireError, check, decode, encode
+
 EXIT_INTERNAL_ERROR = 70
-
-# ---------------------------------------------------------------------------------------------
-# framing (shared with the parent)
-
-
-def encode(message: object) -> bytes:
-    """Serialise plain data (tensors, numbers, str, containers) with ``torch.save``."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(message, buffer)
-    return buffer.getvalue()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -359,9 +346,9 @@ class Worker:
         if size > self.config["max_message_bytes"]:
             raise RuntimeError("the parent's answer is too large")
         message = _decode_request(_read_exactly(self.req_fd, size))
-        if message.get("op") != "answer":
+        if message["type"] != "answer":
             raise RuntimeError("the parent did not answer")
-        return message.get("value")
+        return message["value"]
 
     def _report_forbidden(self, call: object) -> None:
         self.emit({"type": "forbidden", "call": call.to_dict()})
@@ -376,24 +363,25 @@ class Worker:
                 request = _decode_request(_read_exactly(self.req_fd, size))
             except EOFError:
                 return 0  # the parent went away
-            if request.get("op") == "exit":
+            except WireError:
+                return EXIT_INTERNAL_ERROR
+            if request["type"] == "exit":
                 return 0
             self._handle(request)
 
     def _handle(self, request: dict) -> None:
-        req_id = request.get("id", -1)
+        req_id = request["id"]
         self.request_id = req_id
         self.traps.reset()
         try:
-            _reset_state(int(request.get("seed", 0)), self.config["threads"])
-            if request.get("op") == "import":
-                with self._observer(self.traps):
-                    body = {"ok": True, "value": self._import(list(request.get("blocked", []))), "error": None}
-            elif request.get("op") == "call":
-                with self._observer(self.traps):
+            if request["type"] not in ("import", "call"):
+                raise RuntimeError(f"a {request['type']} message outside a request")
+            _reset_state(request["seed"], self.config["threads"])
+            with self._observer(self.traps):
+                if request["type"] == "import":
+                    body = {"ok": True, "value": self._import(list(request["blocked"])), "error": None}
+                else:
                     body = self._call(request)
-            else:
-                body = {"ok": False, "value": None, "error": protocol_record(f"unknown request {request.get('op')!r}")}
         except BaseException as exc:  # noqa: BLE001 -- the student's code can raise anything
             body = {"ok": False, "value": None, "error": error_record(exc, self.student_file)}
         self.request_id = None
@@ -451,12 +439,8 @@ class Worker:
 
 
 def _decode_request(payload: bytes) -> dict:
-    import torch
-
-    request = torch.load(io.BytesIO(payload), weights_only=True)
-    if not isinstance(request, dict):
-        raise EOFError("malformed request")
-    return request
+    """A message from the parent, checked against the wire's table (WireError otherwise)."""
+    return check(decode(payload), FROM_PARENT)
 
 
 def _load_probe(spec: str, table: dict[str, dict[str, Any]]) -> Callable[..., Any]:

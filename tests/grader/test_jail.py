@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from grader import jail
-from grader.sandbox import PROBES, Limits, Sandbox, _decode, _Violation
+from grader.sandbox import PROBES, Limits, Sandbox
 from grader.submission import stage_submission
-from grader.worker import encode
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -108,21 +107,6 @@ def test_without_a_jail_grading_works_and_the_report_says_what_is_not_isolated(t
                  isolation=none) as sandbox:
         q = torch.randn(1, 2, 4)
         assert sandbox.call(f"{PROBES}:attention_function", q, q, q).ok
-
-
-def test_tensors_that_would_blow_up_the_parent_are_refused() -> None:
-    def result(value: object) -> bytes:
-        return encode({"type": "result", "id": 1, "ok": True, "value": value})
-
-    with pytest.raises(_Violation, match="not contiguous"):
-        _decode(result(torch.zeros(1).expand(10**7)))  # 4 bytes sent, 40 MB once materialised
-    with pytest.raises(_Violation, match="too many elements"):
-        _decode(result(torch.zeros(1).expand(10**9)))
-    with pytest.raises(_Violation, match="too many elements"):
-        _decode(result([torch.zeros(600), torch.zeros(600)]), max_elements=1000)
-    with pytest.raises(_Violation, match="unexpected kind"):
-        _decode(result(torch.zeros(2, 2).to_sparse()))
-    assert _decode(result(torch.ones(3)))["value"].sum() == 3
 
 
 @needs_jail

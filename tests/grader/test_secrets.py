@@ -67,7 +67,7 @@ def test_no_request_carries_the_deployment_seed(tmp_path: Path, monkeypatch: pyt
     grade = grade_submission(folder, tmp_path / "w", options)
     assert all(r.passed for r in grade.results if not r.name.startswith("training_"))
     assert grade.training[0].measured  # the training child ran and was measured
-    assert any(m.get("op") == "call" and "train" in m.get("probe", "") for m in sent if isinstance(m, dict))
+    assert any(m.get("type") == "call" and "train" in m.get("probe", "") for m in sent if isinstance(m, dict))
     assert not any(_contains(m, SECRET) for m in sent)
     seeds = [line.split()[1] for line in grade.output.splitlines() if line.startswith("SEED ")]
     assert seeds and str(SECRET) not in grade.output and str(derive_seed(SECRET, "child")) in seeds
