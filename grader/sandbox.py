@@ -23,9 +23,13 @@ the RNGs, grad mode and default dtype are reset before every request.
 Safety of the parent: messages from the child are never unpickled: the wire format
 (``grader.wire``) is JSON and raw tensor bytes, every tensor built here within an element budget
 and every message checked against the wire's table of what a child may send; the student's
-stdout/stderr travel on another pipe and are kept bounded. Each child
-is a fresh interpreter started in the jail (``grader.jail``), which runs the copy of the worker
-in the sandbox's runner folder: the child never imports the grader itself.
+stdout/stderr travel on another pipe and are kept bounded. Each child is a fresh interpreter
+started in the jail (``grader.jail``), which runs the copy of the worker in the sandbox's runner
+folder: the child never imports the grader itself.
+
+This module is the request loop; the rest has a module each: the wire format and its messages
+(``grader.wire``), a child as a process (``grader.children``), and what the student reads about
+a failure (``grader.tracebacks``).
 """
 from __future__ import annotations
 
@@ -33,11 +37,9 @@ import dataclasses
 import importlib.util
 import json
 import os
-import re
 import secrets
 import select
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,10 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from grader import cgroups, jail
+from grader.children import (MARK, Child, OutputTail, base_env, become_subreaper, kill_orphans, read_tail,
+                             signal_name)
 from grader.scratch import remove_tree
+from grader.tracebacks import Tracebacks
 from grader.integrity import ForbiddenCall
 from grader.submission import (
     EXPECTED_MODULES,
@@ -107,126 +112,6 @@ class Outcome:
 
 class SandboxError(Exception):
     """Misuse of the sandbox by the grader (not the student's fault): raised, not reported."""
-
-
-# ---------------------------------------------------------------------------------------------
-# the student's stdout/stderr
-
-
-class _OutputTail:
-    """The last bytes the children wrote to stdout/stderr (``_Child.drain`` feeds it)."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = max(limit, 256)
-        self._buf = bytearray()
-        self._total = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        self._total += len(data)
-        keep = self._limit + 256
-        if len(self._buf) > 2 * keep:
-            del self._buf[:-keep]
-
-    def mark(self) -> int:
-        return self._total
-
-    def since(self, mark: int) -> str:
-        wanted = self._total - mark
-        cut = wanted > len(self._buf)
-        text = bytes(self._buf[len(self._buf) - min(wanted, len(self._buf)):]).decode("utf-8", errors="replace")
-        if cut or len(text) > self._limit:
-            return "[... earlier output cut ...]\n" + text[-self._limit:]
-        return text
-
-
-# ---------------------------------------------------------------------------------------------
-# launching children
-
-
-def _base_env(threads: int, gpu: bool = False) -> dict[str, str]:
-    """A clean environment: no PYTHONPATH or user settings, threads pinned, no GPU unless asked."""
-    n = str(threads)
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-        "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
-        "CUDA_VISIBLE_DEVICES": "",  # CPU only: determinism, and RLIMIT_AS breaks CUDA
-    }
-    if gpu:
-        del env["CUDA_VISIBLE_DEVICES"]
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-                "VECLIB_MAXIMUM_THREADS"):
-        env[var] = n
-    return env
-
-
-@dataclass
-class _Child:
-    """One worker process and the parent's ends of its pipes."""
-
-    proc: subprocess.Popen
-    req_w: int
-    resp_r: int
-    out_r: int | None  # the student's stdout/stderr, read only while the parent waits for a message
-    fault_path: Path
-    group: cgroups.TreeGroup | None = None  # its control group, where the machine gives one
-    buffer: bytearray = field(default_factory=bytearray)
-    exit_code: int | None = None
-    stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait(self, timeout: float) -> int | None:
-        if self.exit_code is None:
-            try:
-                self.exit_code = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.exit_code
-
-    def drain(self, tail: _OutputTail, limit: int = 4 << 20) -> None:
-        """Move what waits on the output pipe into ``tail``, without blocking; at most ``limit``
-        bytes, so that a process that never stops printing cannot hold the parent here."""
-        while self.out_r is not None and limit > 0:
-            try:
-                data = os.read(self.out_r, 1 << 16)
-            except BlockingIOError:
-                return
-            if not data:
-                os.close(self.out_r)
-                self.out_r = None
-                return
-            tail.feed(data)
-            limit -= len(data)
-
-    def python_pid(self) -> int:
-        """The worker's pid as seen here: the launcher's deepest descendant (bwrap starts two levels)."""
-        pid = self.pid
-        for _ in range(4):
-            children = _children(pid)
-            if not children:
-                break
-            pid = children[0]
-        return pid
-
-    def kill(self) -> None:
-        if self.exit_code is None:  # never signal a pid that may have been reused
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:  # not yet its own process group (just started): the process alone
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            self.wait(5.0)
-
-    def close_pipes(self) -> None:
-        for fd in (self.req_w, self.resp_r, self.out_r):
-            if fd is not None:
-                os.close(fd)
-        self.out_r = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,16 +189,6 @@ def _check_plain(value: object, where: str = "argument", depth: int = 0) -> None
     raise SandboxError(f"{where} is a {type(value).__name__}: probes take only tensors and plain data")
 
 
-MAX_FRAMES = 30  # student frames shown in one traceback (a deep recursion shows its innermost)
-MAX_LINE = 200  # characters of one quoted source line
-_FAULT_FRAME = re.compile(r'^\s*File "(.*)", line (\d+) in (.*)$')
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,21 +212,17 @@ class Sandbox:
         self.isolation = isolation if isolation is not None else jail.detect()
         self._probe_paths = [str(Path(p).resolve()) for p in probe_paths]
         self._tmp: Path | None = None
-        self._tail = _OutputTail(limits.output_bytes)
+        self._tail = OutputTail(limits.output_bytes)
         self._marker = secrets.token_hex(8)
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._generation = 0
         self._next_id = 0
         self._blocked: dict[str, tuple[str, str]] = {}  # module -> (why it is skipped, traceback)
         self._import_outcome: Outcome | None = None
         self._broken: Outcome | None = None
         self._closed = False
-        # The student's files as staged, read now, before any child runs: tracebacks quote these
-        # lines by the file's name, and the parent never opens a path a child names.
-        self._sources = {p.name: _read_source(p) for p in staged.module_files}
-        self._student_paths = {**{str(p): p.name for p in staged.module_files},
-                               **{os.path.realpath(p): p.name for p in staged.module_files}}
-        self._student_names = set(self._sources)
+        self.tracebacks = Tracebacks(staged)  # reads the staged files now, before any child runs
+        self._student_names = {p.name for p in staged.module_files}
 
     # -- public --------------------------------------------------------------------------------
 
@@ -443,7 +314,7 @@ class Sandbox:
             if reply.failure is None:
                 return self._import_report(reply.result, forbidden, self._tail.since(mark))
             error = self._import_failure(reply)
-            trace = self._frames_text(reply.frames, error)
+            trace = self.tracebacks.frames_text(reply.frames, error)
             if reply.culprit is None or reply.culprit in self._blocked or not first:
                 outcome = Outcome(False, error=error, kind="import", student_traceback=trace,
                                   forbidden_calls=forbidden, output=self._tail.since(mark))
@@ -455,28 +326,23 @@ class Sandbox:
 
     def _import_failure(self, reply: _Reply) -> str:
         kind, message = reply.failure
-        where = self._module_label(reply.culprit) if reply.culprit else "the submission"
+        where = self.tracebacks.module_label(reply.culprit) if reply.culprit else "the submission"
         if kind == "timeout":
             text = f"{where} did not finish importing within {self.limits.import_seconds:g} s"
         else:
             text = f"{message} while importing {where}"
-        own = self._own(reply.frames)
+        own = self.tracebacks.own(reply.frames)
         if own:
             file, line, function, _ = own[-1]
             file, line = self.staged.locate(file, line)
-            text += f" (at {file} line {line}, in {self._clean(function, 80)})"
+            text += f" (at {file} line {line}, in {self.tracebacks.clean(function, 80)})"
         return text
-
-    def _module_label(self, stem: str) -> str:
-        if stem == NOTEBOOK_MODULE and self.staged.notebook_name:
-            return self.staged.notebook_name
-        return f"{stem}.py"
 
     def _import_report(self, result: dict, forbidden: list[ForbiddenCall], output: str) -> Outcome:
         if not result["ok"]:  # the import request itself failed (not one module): unusual
             record = result["error"]
-            return Outcome(False, error=self._message(record, None), kind="import",
-                           student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output)
+            return Outcome(False, error=self.tracebacks.message(record, None), kind="import",
+                           student_traceback=self.tracebacks.traceback(record), forbidden_calls=forbidden, output=output)
         try:
             value = self._check_import_value(result["value"])
         except _Violation as exc:
@@ -492,13 +358,13 @@ class Sandbox:
                 text, trace = self._blocked.get(stem, (f"{stem}.py was skipped", ""))
                 errors.insert(0, text)
             else:
-                text, trace = self._message(status, stem), self._traceback(status)
+                text, trace = self.tracebacks.message(status, stem), self.tracebacks.traceback(status)
                 errors.append(text)
             if trace in tracebacks:  # one broken module makes the modules importing it fail alike
                 trace = "(the same error as above)"
             else:
                 tracebacks.append(trace)
-            traces.append(f"while importing {self._module_label(stem)}:\n{trace}")
+            traces.append(f"while importing {self.tracebacks.module_label(stem)}:\n{trace}")
             statuses[stem] = text
         report = {"names": value["names"], "signatures": value["signatures"], "modules": statuses}
         if not errors:
@@ -532,109 +398,16 @@ class Sandbox:
             kind, message = reply.failure
             if kind == "timeout":
                 message = f"timed out after {limit:g} s"
-            error = message + self._where(reply.frames)
-            return Outcome(False, error=error, kind=kind, student_traceback=self._frames_text(reply.frames, message),
+            error = message + self.tracebacks.where(reply.frames)
+            return Outcome(False, error=error, kind=kind, student_traceback=self.tracebacks.frames_text(reply.frames, message),
                            forbidden_calls=forbidden, output=output, update=reply.update)
         result = reply.result
         if result["ok"]:
             return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output, update=reply.update)
         record = result["error"]
-        return Outcome(False, error=self._message(record, None), kind=record["kind"],
-                       student_traceback=self._traceback(record), forbidden_calls=forbidden, output=output,
+        return Outcome(False, error=self.tracebacks.message(record, None), kind=record["kind"],
+                       student_traceback=self.tracebacks.traceback(record), forbidden_calls=forbidden, output=output,
                        update=reply.update)
-
-    # -- messages for people -------------------------------------------------------------------
-
-    def _clean(self, text: str, limit: int = 300) -> str:
-        text = text.replace(str(self.staged.package_dir) + os.sep, "")
-        text = text.replace(PACKAGE_NAME + ".", "").replace(PACKAGE_NAME, "submission")
-        text = " ".join(text.split())
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-
-    def _message(self, record: dict, importing: str | None) -> str:
-        """One line: ``Type: message (file line n, in f)`` for calls, ``Type in file line n: message`` at import."""
-        type_name, message = record["type_name"], self._clean(record["message"])
-        if record["kind"] == "memory":
-            return f"ran out of memory ({type_name}{': ' + message if message else ''})" + self._where(record["frames"])
-        if importing is None:
-            return f"{type_name}: {message}" + self._where(record["frames"])
-        frames = self._own(record["frames"])
-        syntax = record["syntax"] if record["syntax"] and record["syntax"][0] in self._student_names else None
-        located = syntax or (frames[-1] if frames else None)
-        if located is None:
-            return f"{type_name} while importing {self._module_label(importing)}: {message}"
-        file, line = self.staged.locate(located[0], located[1])
-        return f"{type_name} in {file} line {line}: {message}"
-
-    def _own(self, frames: list[list]) -> list[list]:
-        """The frames in the student's own files, by name (the child's record may name any file)."""
-        return [f for f in frames if f[0] in self._student_names]
-
-    def _where(self, frames: list[list]) -> str:
-        frames = self._own(frames)
-        if not frames:
-            return ""
-        file, line, function, _ = frames[-1]
-        file, line = self.staged.locate(file, line)
-        return f" ({file} line {line}, in {self._clean(function, 80)})"
-
-    def _frames_text(self, frames: list[list], last: str) -> str:
-        """A traceback of the student's frames, innermost last: only frames in the student's own
-        files (by name), at most MAX_FRAMES of them, each line quoted from the parent's copy (a
-        child's own account of its source lines is not shown)."""
-        frames = self._own(frames)
-        lines: list[str] = []
-        if len(frames) > MAX_FRAMES:
-            lines.append(f"  [... {len(frames) - MAX_FRAMES} outer frames left out ...]")
-            frames = frames[-MAX_FRAMES:]
-        repeats = 0
-        for i, (file, line, function, _) in enumerate(frames):
-            if i and frames[i - 1][:3] == [file, line, function]:
-                repeats += 1
-                continue
-            if repeats > 0:
-                lines.append(f"  [Previous line repeated {repeats} more times]")
-                repeats = 0
-            shown_file, shown_line = self.staged.locate(file, line)
-            lines.append(f'  File "{shown_file}", line {shown_line}, in {self._clean(function, 80)}')
-            code = self._source_line(file, line)
-            if code:
-                lines.append(f"    {code}")
-        if repeats > 0:
-            lines.append(f"  [Previous line repeated {repeats} more times]")
-        lines.append(last)
-        return "\n".join(lines)
-
-    def _traceback(self, record: dict) -> str:
-        last = f"{record['type_name']}: {self._clean(record['message'], 2000)}"
-        if record["syntax"] and record["syntax"][0] in self._student_names:
-            file, line, _ = record["syntax"]
-            shown_file, shown_line = self.staged.locate(file, line)
-            return f'  File "{shown_file}", line {shown_line}\n    {self._source_line(file, line)}\n{last}'
-        return self._frames_text(record["frames"], last)
-
-    def _source_line(self, file: str, line: int) -> str:
-        lines = self._sources.get(file, [])
-        return lines[line - 1].strip()[:MAX_LINE] if 0 < line <= len(lines) else ""
-
-    def _student_frames_from_dump(self, text: str) -> list[list]:
-        """Student frames of the thread faulthandler reported first, outermost first."""
-        for block in re.split(r"\n(?=(?:Current thread|Thread) 0x)", text):
-            frames = []
-            for row in block.splitlines():
-                match = _FAULT_FRAME.match(row)
-                if match:
-                    name = self._student_paths.get(match.group(1))  # by string: nothing named is opened
-                    if name is not None:
-                        frames.append([name, int(match.group(2)), match.group(3).strip(), ""])
-            if frames:
-                return frames[::-1]
-        return []
-
-    def _translate(self, call: ForbiddenCall) -> ForbiddenCall:
-        file, line = self.staged.locate(call.student_file, call.line)
-        return call if (file, line) == (call.student_file, call.line) else dataclasses.replace(
-            call, student_file=file, line=line)
 
     # -- child lifecycle -----------------------------------------------------------------------
 
@@ -687,9 +460,9 @@ class Sandbox:
         config_path = work / "runner" / f"config-{self._generation}.json"
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o644)
-        env = {**_base_env(self.limits.threads, self.limits.gpu), **config["env"], _MARK: self._marker}
+        env = {**base_env(self.limits.threads, self.limits.gpu), **config["env"], MARK: self._marker}
         if self.isolation.bwrap is None:
-            _become_subreaper()  # no PID namespace: what the child leaves behind comes back to us
+            become_subreaper()  # no PID namespace: what the child leaves behind comes back to us
         argv = [sys.executable, "-s", "-u", "-X", "utf8", "-c", _BOOT, str(work / "runner"), str(config_path)]
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -717,7 +490,7 @@ class Sandbox:
                 os.close(fd)
         os.set_blocking(req_w, False)
         os.set_blocking(out_r, False)
-        self._child = _Child(proc, req_w, resp_r, out_r, fault_path, group)
+        self._child = Child(proc, req_w, resp_r, out_r, fault_path, group)
         reply = self._exchange(None, self.limits.startup_seconds)
         if reply.failure is not None:
             memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
@@ -734,7 +507,7 @@ class Sandbox:
             if child.group is not None:
                 child.group.close()  # everything it started, whatever session or group it moved to
             if self.isolation.bwrap is None:
-                _kill_orphans(self._marker)
+                kill_orphans(self._marker)
 
     def _request(self, message: dict, timeout: float, on_update: Callable[[object], None] | None = None,
                  on_ask: Callable[[object], object] | None = None) -> tuple[_Reply, str]:
@@ -765,7 +538,7 @@ class Sandbox:
                     except ValueError as exc:
                         raise _Violation(str(exc)) from None
                     if call.student_file in self._student_names:  # messages name the student's files only
-                        reply.forbidden.append(self._translate(call))
+                        reply.forbidden.append(self.tracebacks.translate(call))
                 elif kind == "progress":
                     if frame["state"] == "begin":
                         child.stack.append(frame["module"])
@@ -802,7 +575,7 @@ class Sandbox:
         reply.culprit = child.stack[-1] if child is not None and child.stack else None
         self._stop_child()
 
-    def _send(self, child: _Child, payload: bytes, deadline: float) -> None:
+    def _send(self, child: Child, payload: bytes, deadline: float) -> None:
         if len(payload) > self.limits.max_message_bytes:
             raise SandboxError(f"the request is {len(payload) / 1e6:.0f} MB, more than max_message_bytes")
         view = memoryview(HEADER.pack(len(payload)) + payload)
@@ -817,7 +590,7 @@ class Sandbox:
                 except BlockingIOError:
                     continue
 
-    def _read_frame(self, child: _Child, deadline: float) -> dict:
+    def _read_frame(self, child: Child, deadline: float) -> dict:
         buffer = child.buffer
         while True:
             if len(buffer) >= HEADER.size:
@@ -841,7 +614,7 @@ class Sandbox:
                     raise EOFError()
                 buffer += data
 
-    def _dump_stack(self, child: _Child) -> list[list]:
+    def _dump_stack(self, child: Child) -> list[list]:
         """Ask the hung child where it is (faulthandler on SIGUSR1) before killing it."""
         path = child.fault_path
         try:
@@ -857,12 +630,12 @@ class Sandbox:
             if now > before and now == size:
                 break  # it wrote something and stopped writing
             size = now
-        return self._student_frames_from_dump(_read_tail(path, before))
+        return self.tracebacks.frames_from_dump(read_tail(path, before))
 
-    def _frames_after_crash(self, child: _Child) -> list[list]:
-        return self._student_frames_from_dump(_read_tail(child.fault_path, 0))
+    def _frames_after_crash(self, child: Child) -> list[list]:
+        return self.tracebacks.frames_from_dump(read_tail(child.fault_path, 0))
 
-    def _exit_reason(self, child: _Child) -> tuple[str, str]:
+    def _exit_reason(self, child: Child) -> tuple[str, str]:
         code = child.wait(2.0)
         if code is None:  # alive but closed its channel
             return "protocol", "protocol error: the worker closed its channel"
@@ -871,7 +644,7 @@ class Sandbox:
         if self.isolation.bwrap is not None and 128 < code < 128 + 65:
             code = 128 - code  # bwrap reports the worker's death by signal N as exit 128 + N
         if code < 0:
-            name = _signal_name(-code)
+            name = signal_name(-code)
             if name == "SIGKILL" and child.group is not None and child.group.ran_out_of_memory():
                 cap = self.limits.tree_memory_bytes or 0
                 return "memory", (f"ran out of memory: the process and those it started used more than "
@@ -897,71 +670,3 @@ def _may_alias(stem: str) -> bool:
         return False
 
 
-def _read_source(path: Path, limit: int = 4 << 20) -> list[str]:
-    """The lines of a staged file (the grader's own copy), bounded; a link or a non-file gives none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return []
-        return handle.read(limit).decode("utf-8", errors="replace").splitlines()
-
-
-def _read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:
-    """At most ``limit`` bytes from ``start`` on (the child can write to this file too)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""  # a fifo or device planted by the child
-        handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
-        return handle.read(limit).decode("utf-8", errors="replace")
-
-
-_MARK = "VITKIT_SANDBOX"  # in every child's environment: finds what it left behind without a jail
-
-
-def _become_subreaper() -> None:
-    """Orphaned descendants of our children (double forks, new sessions) become our children
-    rather than init's, so that ``_kill_orphans`` finds them (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-        except Exception:  # noqa: BLE001 - the layer is then simply absent
-            pass
-
-
-def _kill_orphans(marker: str) -> None:
-    """Kill and reap the processes that a sandbox child left behind: our children (by the
-    subreaper) whose environment carries the child's marker."""
-    wanted = f"{_MARK}={marker}".encode()
-    for pid in _children(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                if wanted not in handle.read().split(b"\0"):
-                    continue
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (OSError, ChildProcessError):
-            continue
-
-
-def _children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (from /proc), oldest first."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)

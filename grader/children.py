@@ -1,0 +1,195 @@
+"""A sandbox child as a process: its environment, its pipes and output, and its end.
+
+``grader.sandbox`` starts one per submission (in the jail, ``grader.jail``) and speaks the wire
+(``grader.wire``) over its pipes; this module holds what does not depend on what is said: the
+clean environment, the process and its pipes, the bounded tail of what the student's code
+printed, and, without a PID namespace, finding and killing what a child left running.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader import cgroups
+
+
+class OutputTail:
+    """The last bytes the children wrote to stdout/stderr (``Child.drain`` feeds it)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(limit, 256)
+        self._buf = bytearray()
+        self._total = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        self._total += len(data)
+        keep = self._limit + 256
+        if len(self._buf) > 2 * keep:
+            del self._buf[:-keep]
+
+    def mark(self) -> int:
+        return self._total
+
+    def since(self, mark: int) -> str:
+        wanted = self._total - mark
+        cut = wanted > len(self._buf)
+        text = bytes(self._buf[len(self._buf) - min(wanted, len(self._buf)):]).decode("utf-8", errors="replace")
+        if cut or len(text) > self._limit:
+            return "[... earlier output cut ...]\n" + text[-self._limit:]
+        return text
+
+
+def base_env(threads: int, gpu: bool = False) -> dict[str, str]:
+    """A clean environment: no PYTHONPATH or user settings, threads pinned, no GPU unless asked."""
+    n = str(threads)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU only: determinism, and RLIMIT_AS breaks CUDA
+    }
+    if gpu:
+        del env["CUDA_VISIBLE_DEVICES"]
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS"):
+        env[var] = n
+    return env
+
+
+@dataclass
+class Child:
+    """One worker process and the parent's ends of its pipes."""
+
+    proc: subprocess.Popen
+    req_w: int
+    resp_r: int
+    out_r: int | None  # the student's stdout/stderr, read only while the parent waits for a message
+    fault_path: Path
+    group: cgroups.TreeGroup | None = None  # its control group, where the machine gives one
+    buffer: bytearray = field(default_factory=bytearray)
+    exit_code: int | None = None
+    stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float) -> int | None:
+        if self.exit_code is None:
+            try:
+                self.exit_code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.exit_code
+
+    def drain(self, tail: OutputTail, limit: int = 4 << 20) -> None:
+        """Move what waits on the output pipe into ``tail``, without blocking; at most ``limit``
+        bytes, so that a process that never stops printing cannot hold the parent here."""
+        while self.out_r is not None and limit > 0:
+            try:
+                data = os.read(self.out_r, 1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                os.close(self.out_r)
+                self.out_r = None
+                return
+            tail.feed(data)
+            limit -= len(data)
+
+    def python_pid(self) -> int:
+        """The worker's pid as seen here: the launcher's deepest descendant (bwrap starts two levels)."""
+        pid = self.pid
+        for _ in range(4):
+            children = children_of(pid)
+            if not children:
+                break
+            pid = children[0]
+        return pid
+
+    def kill(self) -> None:
+        if self.exit_code is None:  # never signal a pid that may have been reused
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:  # not yet its own process group (just started): the process alone
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.wait(5.0)
+
+    def close_pipes(self) -> None:
+        for fd in (self.req_w, self.resp_r, self.out_r):
+            if fd is not None:
+                os.close(fd)
+        self.out_r = None
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def read_tail(path: Path, start: int, limit: int = 1 << 20) -> str:
+    """At most ``limit`` bytes from ``start`` on (the child can write to this file too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""  # a fifo or device planted by the child
+        handle.seek(max(start, handle.seek(0, os.SEEK_END) - limit))
+        return handle.read(limit).decode("utf-8", errors="replace")
+
+
+MARK = "VITKIT_SANDBOX"  # in every child's environment: finds what it left behind without a jail
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of our children (double forks, new sessions) become our children
+    rather than init's, so that ``kill_orphans`` finds them (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+        except Exception:  # noqa: BLE001 - the layer is then simply absent
+            pass
+
+
+def kill_orphans(marker: str) -> None:
+    """Kill and reap the processes that a sandbox child left behind: our children (by the
+    subreaper) whose environment carries the child's marker."""
+    wanted = f"{MARK}={marker}".encode()
+    for pid in children_of(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                if wanted not in handle.read().split(b"\0"):
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            continue
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc), oldest first."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
