@@ -68,7 +68,7 @@ handout: setup
 
 ## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR; TRAINING=checkpoint: grade submitted weights, CIFAR-10 too)
 autograder: setup
-	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING))
+	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup

@@ -60,7 +60,7 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 ROOT="${{VITKIT_AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{VITKIT_PYTHON:-/autograder/venv/bin/python}}"
 export VITKIT_GRADER_SEED="$(cat "$ROOT/source/seed")"
-cd "$ROOT"
+{waiver}cd "$ROOT"
 # training stops after VITKIT_TIME_LIMIT seconds (default {time_limit}): the run fits Gradescope's timeout
 "$PYTHON" -m grader.gradescope --root "$ROOT" --training "${{VITKIT_TRAINING:-{training}}}" --device cpu \\
     --time-limit "${{VITKIT_TIME_LIMIT:-{time_limit}}}"
@@ -78,7 +78,14 @@ class BundleError(ValueError):
     """The bundle cannot be built (no data, a bad name); the message says what to do."""
 
 
-def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mnist") -> Path:
+# Written into run_autograder by --allow-unisolated: grade even where Gradescope's container cannot
+# run the jail (the student's code then runs as root, with the grader's rights; README, Isolation).
+WAIVER = ("# the instructor accepted grading without the jail (make autograder ALLOW_UNISOLATED=1)\n"
+          "export VITKIT_ALLOW_UNISOLATED=1\n")
+
+
+def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mnist",
+          allow_unisolated: bool = False) -> Path:
     """Lay the bundle out in ``root`` (the future /autograder/source) and return it."""
     try:
         files = mnist_files(data_dir)
@@ -93,7 +100,8 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
         _bundle_cifar10(root / "data" / "cifar10", data_dir)
     build_wheel(root / "wheels")
     (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=TORCH_INDEX))
-    (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT))
+    (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT,
+                                                               waiver=WAIVER if allow_unisolated else ""))
     (root / "seed").write_text(f"{secrets.randbits(128)}\n")
     for script in ("setup.sh", "run_autograder"):
         (root / script).chmod(0o755)
@@ -114,10 +122,11 @@ def _bundle_cifar10(folder: Path, data_dir: str | None) -> None:
                             labels=labels.numpy().astype(np.uint8))
 
 
-def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str = "mnist") -> Path:
+def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str = "mnist",
+          allow_unisolated: bool = False) -> Path:
     """Write ``dist/<assignment>-autograder.zip`` and return its path."""
     with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
-        root = stage(Path(tmp), torch_spec, data_dir, training)
+        root = stage(Path(tmp), torch_spec, data_dir, training, allow_unisolated)
         write_zip(dist / f"{assignment}-autograder.zip", root, root)  # files at the zip's root, as Gradescope wants
     return dist / f"{assignment}-autograder.zip"
 
@@ -132,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training", choices=("mnist", "none", "checkpoint"), default="mnist",
                         help="mnist: train each submission's ViT on MNIST (default); checkpoint: grade the weights "
                              "students submit (mnist.pt, cifar10.pt), CIFAR-10 included; none: no training points")
+    parser.add_argument("--allow-unisolated", action="store_true",
+                        help="grade even where the container cannot run the jail (otherwise every submission gets "
+                             "'the autograder is misconfigured'): the student's code then runs as root")
     args = parser.parse_args(argv)
     print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
     try:
-        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training)
+        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training, args.allow_unisolated)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -179,3 +179,23 @@ def test_a_bundle_for_submitted_weights_needs_cifar10(tmp_path: Path) -> None:
     data = make_mnist_dir(tmp_path / "data", 64, 16)
     with pytest.raises(autograder.BundleError, match="grading submitted weights needs CIFAR-10"):
         autograder.build(tmp_path / "dist", "torch==2.13.0", str(data), training="checkpoint")
+
+
+def test_a_bundle_grades_without_the_jail_only_when_the_instructor_said_so(bundle: Path, tmp_path: Path) -> None:
+    """Where the container cannot run the jail every submission reads that the autograder is
+    misconfigured; a bundle built with --allow-unisolated grades there."""
+    root = autograder_root(bundle, tmp_path / "strict")
+    submit_reference(root / "submission")
+    env = {k: v for k, v in os.environ.items() if k != "VITKIT_ALLOW_UNISOLATED"}
+    env.update(VITKIT_AUTOGRADER_ROOT=str(root), VITKIT_PYTHON=sys.executable, VITKIT_TRAINING="none", VITKIT_NO_JAIL="1")
+    subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, timeout=600, check=True)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0 and "misconfigured" in results["output"] and "not your fault" in results["output"]
+    data = make_mnist_dir(tmp_path / "data", 64, 16)
+    waived = autograder.build(tmp_path / "dist", "torch==2.13.0", str(data), allow_unisolated=True)
+    root = autograder_root(waived, tmp_path / "waived")
+    submit_reference(root / "submission")
+    env["VITKIT_AUTOGRADER_ROOT"] = str(root)
+    subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, timeout=600, check=True)
+    results = check_gradescope_results(json.loads((root / "results" / "results.json").read_text()))
+    assert results["score"] == results["extra_data"]["max_score"] > 0, results["output"]
