@@ -7,8 +7,10 @@
 A SUBMISSION is a folder laid out like student_template/, one .py file, a .ipynb notebook, or a
 .zip of one of those. A CLASS_FOLDER holds one submission per entry, named by the student; several
 submissions (or a class) also get OUT/gradebook.csv and OUT/index.html, and a re-run skips those
-unchanged since the last one (--force grades them again). Without one, ``python -m grader`` grades reference/ (a self-check) and
-``--check`` checks student_template/. Reports go to OUT/<name>/ (default grades/<name>/):
+unchanged since the last one (--force grades them again). Without one, ``python -m grader`` grades
+reference/ (a self-check) and ``--check`` checks student_template/ in a checkout, the current folder
+where the kit is installed (``vitkit-check``). Reports go to OUT/<name>/ (default grades/<name>/ in the
+checkout, or in the current folder where the kit is installed):
 results.json (Gradescope's format) and report.html. A submission that cannot be read or graded
 still gets a results.json (0 points, and why) and the batch goes on; when the grader itself failed,
 OUT/<name>/grader-error.txt holds the traceback. The exit status is 0 whenever grading ran,
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from grader import jail
 from grader.batch import grade_class, grade_one, is_class_folder, rubric_total, submission_entries, submission_name
-from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
+from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission, missing_data
 from grader.rubric import RubricError, load_rubric, rubric_template
 from grader.scratch import temporary_folder
 from grader.submission import SubmissionError
@@ -35,6 +37,9 @@ from reference.devices import cpu_has_amx, device_argument
 from reference.training import bf16_native, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
+# Run from a checkout (make grade, make check) or installed (vitkit-grade, vitkit-check): installed,
+# the defaults are the current folder's, never site-packages.
+IN_CHECKOUT = (REPO / "pyproject.toml").is_file()
 
 
 def check(path: Path, options: GradeOptions) -> int:
@@ -131,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
               f"cores with bf16 but no AMX ({speed}); it stops after "
               f"{options.limit_for(recipe):.0f} s. A GPU or the weights students submit (--training checkpoint) "
               "grade it faster", file=sys.stderr)
-    default = REPO / ("student_template" if args.check else "reference")
+    if not args.check:  # training without its data is an error, before anything is graded
+        missing = missing_data(options)
+        if missing:
+            print(f"error: --training {options.training} needs data that is missing; nothing was graded.\n"
+                  + "\n".join(missing), file=sys.stderr)
+            return 2
+    default = Path.cwd() if args.check and not IN_CHECKOUT else REPO / ("student_template" if args.check else "reference")
     submissions = args.submissions or [default]
     if args.check:
         status = 0
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{traceback.format_exc()}", file=sys.stderr)
                 status = 2
         return status
-    out = args.out or REPO / "grades"
+    out = args.out or (REPO if IN_CHECKOUT else Path.cwd()) / "grades"
     total = rubric_total(points, args.training)
     if len(submissions) == 1 and not args.one and is_class_folder(submissions[0]):
         submissions = submission_entries(submissions[0])  # a class: one submission per entry

@@ -32,7 +32,7 @@ from grader.scan import scan_files
 from grader.seeds import derive_seed
 from grader.submission import StagedSubmission, stage_submission
 from reference.configs import Recipe, get_recipe, recipes_for
-from reference.data import DataFormatError, DataNotFoundError, ImageDataset, load_dataset, resolve_data_dir
+from reference.data import DataFormatError, DataNotFoundError, ImageDataset, dataset_files, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
 # What --training does per recipe: train it here, or ("checkpoint") measure the weights the student submitted.
@@ -148,6 +148,19 @@ class Grade:
         return sum(self.score_of(r)[1] for r in self.results)
 
 
+def missing_data(options: GradeOptions) -> list[str]:
+    """Why each dataset that ``options`` train or measure on cannot be found (every path looked
+    at); [] when all are there. Asking for training without its data is the instructor's mistake,
+    to be said before grading, not a quietly smaller maximum."""
+    found = []
+    for dataset in sorted({get_recipe(name).dataset for name in options.recipes}):
+        try:
+            dataset_files(dataset, options.data_dir)
+        except DataNotFoundError as e:
+            found.append(str(e))
+    return found
+
+
 def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOptions()) -> Grade:
     """Grade ``path``. Raises SubmissionError (bad input), RubricError (bad rubric), ValueError
     (a training device this machine does not have) or jail.IsolationError (the student's code
@@ -243,7 +256,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     try:
         data = _dataset(recipe.dataset, options.data_dir)  # held here; the children get parts of it
     except (DataNotFoundError, DataFormatError) as e:
-        run.message = f"skipped: {str(e).splitlines()[0]}"
+        run.message = "skipped: " + "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         return run, verdicts(run.message, skipped=True)
 
     device, time_limit = options.device, options.limit_for(recipe)

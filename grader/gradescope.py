@@ -15,10 +15,13 @@ from pathlib import Path
 from grader import jail
 from grader.__main__ import deployment_seed
 from grader.batch import MISCONFIGURED, grade_one, rubric_total
-from grader.grade import TRAINING_CHOICES, GradeOptions
+from grader.grade import TRAINING_CHOICES, GradeOptions, missing_data
 from grader.report import write_failure
 from grader.rubric import RubricError, load_rubric
 from reference.devices import device_argument
+
+MISCONFIGURED_DATA = ("the autograder is misconfigured: the data its training is graded on is missing, so nothing "
+                      "was graded; this is not your fault: tell your instructor")
 
 
 def submitted(folder: Path) -> Path:
@@ -62,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     options = GradeOptions(training=args.training, device=args.device, seed=deployment_seed(), data_dir=data_dir,
                            time_limit=args.time_limit).resolved()
+    missing = missing_data(options)
+    if missing:  # a bundle without its data: the instructor's to fix, not a smaller maximum for the student
+        print("error: " + "\n".join(missing), file=sys.stderr)
+        write_failure(results, "submission", total, MISCONFIGURED_DATA, "\n".join(missing))
+        return 2
     grade_one(submitted(folder), results, "submission", options, total)
     return 0  # a submission that could not be graded has its results.json: Gradescope shows it
 

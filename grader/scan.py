@@ -25,6 +25,7 @@ import warnings
 from typing import Callable, Iterable, Mapping
 
 from grader.integrity import ATTENTION, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
+from grader.syntax import parse
 
 SDPA = "scaled_dot_product_attention"
 TRANSFORMERS = ("Transformer", "TransformerEncoderLayer", "TransformerEncoder", "TransformerDecoderLayer",
@@ -99,7 +100,7 @@ def scan_source(source: str, file: str) -> list[ForbiddenCall]:
     try:
         with warnings.catch_warnings():  # under -W error, an invalid escape such as "\d" would read as a syntax error
             warnings.simplefilter("ignore")
-            tree = ast.parse(source, filename=file)
+            tree = parse(source, file)
     except (SyntaxError, ValueError):
         return []  # the import step reports it
     except RecursionError:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from grader.batch import (Row, grade_entry, grade_key, is_class_folder, kit_version, reused_row, rubric_total,
                           submission_entries, unique_names, write_gradebook, write_index)
-from grader.grade import GradeOptions
+from grader.grade import GradeOptions, missing_data
 from grader.rubric import RubricError, load_rubric
 
 GRADE_OPTIONS = ("training", "device", "seed", "data_dir", "rubric", "time_limit")
@@ -169,6 +169,11 @@ def submit_main(args: argparse.Namespace) -> int:
         from grader.__main__ import deployment_seed
 
         args.seed = deployment_seed()
+    missing = missing_data(_options(args))  # said now, on the login node, not by every task
+    if missing:
+        print(f"error: --training {args.training} needs data that is missing; no job was written.\n" + "\n".join(missing),
+              file=sys.stderr)
+        return 2
     grade, merge = write_jobs(args, paths, out)
     print(f"wrote {grade} and {merge} for {len(paths)} submissions")
     if not args.submit:

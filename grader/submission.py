@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.scratch import remove_tree
+from grader.syntax import parse
 
 INTERFACE_NAMES: tuple[str, ...] = (
     "scaled_dot_product_attention",
@@ -602,7 +603,7 @@ def _parse_cell(source: str, number: int, dropped: list[DroppedCode]) -> tuple[a
         dropped.append(DroppedCode(number, first.strip(), f"cell magic {first.split()[0]}"))
         return None, lines
     try:
-        return ast.parse(source), lines
+        return parse(source), lines
     except SyntaxError:
         pass
     # IPython syntax (!cmd, %magic) is not Python: replace such lines by `pass` at the same indent,
@@ -616,7 +617,7 @@ def _parse_cell(source: str, number: int, dropped: list[DroppedCode]) -> tuple[a
         else:
             patched.append(ln)
     try:
-        return ast.parse("\n".join(patched)), patched
+        return parse("\n".join(patched)), patched
     except SyntaxError as exc:
         dropped.append(DroppedCode(number, first.strip(), f"does not parse: SyntaxError line {exc.lineno}: {exc.msg}"))
         return None, lines
@@ -730,7 +731,7 @@ def _node_lines(node: ast.stmt, lines: list[str], tree: ast.Module) -> list[str]
 def _has_code(source: str) -> bool:
     """Whether a module holds more than a docstring (unreadable source counts as code)."""
     try:
-        body = ast.parse(source).body
+        body = parse(source).body
     except SyntaxError:
         return True
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)

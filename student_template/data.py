@@ -199,22 +199,41 @@ def _read_python_batches(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
+def cifar10_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """CIFAR-10's files: ``cifar10/{train,test}.npz``, else the official python batches (the five
+    training batches, then the test batch); DataNotFoundError, listing every place looked at."""
+    root = resolve_data_dir(data_dir)
+    npz = [root / "cifar10" / "train.npz", root / "cifar10" / "test.npz"]
+    if all(p.is_file() for p in npz):
+        return npz
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batch_dirs = [root / "cifar-10-batches-py", root / "cifar10" / "cifar-10-batches-py"]
+    batch_dir = next((d for d in batch_dirs if all((d / n).is_file() for n in names)), None)
+    if batch_dir is None:
+        raise _missing("CIFAR-10", root, npz + [d / "{data_batch_1..5,test_batch}" for d in batch_dirs])
+    return [batch_dir / n for n in names]
+
+
+def dataset_files(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The files of dataset ``name`` without reading them; DataNotFoundError when one is missing."""
+    if name == "mnist":
+        return list(mnist_files(data_dir).values())
+    if name == "cifar10":
+        return cifar10_files(data_dir)
+    raise ValueError(f"unknown dataset {name!r}; expected 'mnist' or 'cifar10'")
+
+
 def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = False) -> ImageDataset:
     """CIFAR-10: 50,000 training and 10,000 test images, (N, 3, 32, 32) uint8."""
     root = resolve_data_dir(data_dir)
     if download:
         _torchvision_download("CIFAR10", root)
-    npz = [root / "cifar10" / "train.npz", root / "cifar10" / "test.npz"]
-    batch_dirs = [root / "cifar-10-batches-py", root / "cifar10" / "cifar-10-batches-py"]
-    if all(p.is_file() for p in npz):
-        (xtr, ytr), (xte, yte) = _read_npz(npz[0]), _read_npz(npz[1])
+    files = cifar10_files(root)
+    if files[0].suffix == ".npz":
+        (xtr, ytr), (xte, yte) = _read_npz(files[0]), _read_npz(files[1])
     else:
-        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        batch_dir = next((d for d in batch_dirs if all((d / n).is_file() for n in names)), None)
-        if batch_dir is None:
-            raise _missing("CIFAR-10", root, npz + [d / "{data_batch_1..5,test_batch}" for d in batch_dirs])
-        xtr, ytr = _read_python_batches([batch_dir / n for n in names[:5]])
-        xte, yte = _read_python_batches([batch_dir / "test_batch"])
+        xtr, ytr = _read_python_batches(files[:5])
+        xte, yte = _read_python_batches(files[5:])
     return ImageDataset(
         "cifar10",
         torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr.astype(np.int64)),

@@ -65,8 +65,15 @@ def test_an_installed_kit_grades_and_checks_without_the_checkout(installed: Path
     assert graded.returncode == 0, graded.stderr[-2000:]
     results = json.loads((tmp_path / "grades" / "reference" / "results.json").read_text())
     assert results["score"] == results["extra_data"]["max_score"] > 0
+    homework = tmp_path / "homework"  # a student's folder: vitkit-check with no path checks where it is run
+    homework.mkdir()
+    for name in ("attention.py", "blocks.py", "vit.py"):
+        (homework / name).write_text((REPO / "student_template" / name).read_text())
     checked = run_installed(installed, "-c", "import sys; from grader.__main__ import check_main; "
-                            "sys.argv = ['vitkit-check']; sys.exit(check_main())", cwd=tmp_path)
-    assert checked.returncode == 1 and "the students' checks" in checked.stdout, checked.stderr[-2000:]  # the template fails
+                            "sys.argv = ['vitkit-check']; sys.exit(check_main())", cwd=homework)
+    assert checked.returncode == 1 and f"{homework}: the students' checks" in checked.stdout, checked.stderr[-2000:]
+    graded = run_installed(installed, "-m", "grader", "--training", "none", cwd=tmp_path)  # no --out: here
+    assert graded.returncode == 0 and (tmp_path / "grades" / "reference" / "results.json").is_file(), graded.stderr
+    assert not (installed / "grades").exists()  # never into site-packages
     built = run_installed(installed, "-m", "course.handout", "--dist", str(tmp_path / "dist"), cwd=tmp_path)
     assert built.returncode == 0 and (tmp_path / "dist" / "vit-homework-handout.zip").is_file(), built.stderr

@@ -110,3 +110,14 @@ def test_the_schema_refuses_what_gradescope_does_not_read() -> None:
         check_gradescope_results({"score": 1, "max_score": 2, "tests": []})  # max_score belongs to tests
     with pytest.raises(jsonschema.ValidationError):
         check_gradescope_results({"score": 1, "tests": [{"name": "x", "score": 1, "max_score": 1, "status": "skipped"}]})
+
+
+def test_a_bundle_without_its_training_data_tells_the_student_it_is_misconfigured(tmp_path) -> None:
+    from grader.gradescope import MISCONFIGURED_DATA, main as gradescope_main
+
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "attention.py").write_text("x = 1\n")
+    assert gradescope_main(["--root", str(tmp_path), "--training", "mnist"]) == 2
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["score"] == 0 and results["output"] == MISCONFIGURED_DATA
+    assert "MNIST not found" in (tmp_path / "results" / "grader-error.txt").read_text()

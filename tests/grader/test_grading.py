@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import torch
 from grader.__main__ import main as grader_main
 from grader.checks import TEST_CHECKS
 from grader.grade import GradeOptions, grade_submission
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import make_cifar_npz_dir, make_mnist_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXERCISE_FILES = ("attention.py", "blocks.py", "vit.py")
@@ -241,7 +245,7 @@ def test_cli_writes_gradescope_results_and_report(tmp_path, capsys):
 
 
 def test_cli_bad_path_is_a_clear_error(tmp_path, capsys):
-    assert grader_main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert grader_main([str(tmp_path / "missing"), "--out", str(tmp_path), "--training", "none"]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
 
@@ -255,10 +259,24 @@ def test_cli_unknown_device_is_a_clear_error(tmp_path, capsys):
 
 
 def test_cli_says_which_recipe_cifar10_trains_on_the_cpu_and_for_how_long(tmp_path, capsys):
-    assert grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--training", "all", "--device", "cpu",
-                        "--data-dir", str(tmp_path / "no-data")]) == 0
+    data = make_cifar_npz_dir(make_mnist_dir(tmp_path / "data", 64, 16), 32, 16)
+    assert grader_main([str(REPO / "reference"), "--out", str(tmp_path / "out"), "--training", "all", "--device", "cpu",
+                        "--data-dir", str(data), "--time-limit", "0"]) == 0
     err = capsys.readouterr().err
-    assert "note: CIFAR-10 on the CPU trains the cifar10-cpu recipe" in err and "it stops after 900 s" in err
+    assert "note: CIFAR-10 on the CPU trains the cifar10-cpu recipe" in err and "it stops after 0 s" in err
+
+
+def test_training_without_its_data_is_an_error_naming_every_path(tmp_path, capsys):
+    """Not a quietly smaller maximum: nothing is graded, the exit status says so, and every place
+    looked at is named, for each dataset the training needs."""
+    nowhere = tmp_path / "no-data"
+    assert grader_main([str(REPO / "reference"), "--out", str(tmp_path / "out"), "--training", "all",
+                        "--data-dir", str(nowhere)]) == 2
+    err = capsys.readouterr().err
+    assert "needs data that is missing; nothing was graded" in err and not (tmp_path / "out").exists()
+    assert "MNIST not found" in err and "CIFAR-10 not found" in err
+    for looked in (nowhere / "mnist" / "t10k-labels-idx1-ubyte.gz", nowhere / "cifar10" / "train.npz"):
+        assert str(looked) in err
 
 
 def test_check_mode_for_students(capsys, monkeypatch):

@@ -279,3 +279,38 @@ def test_self_rebinding_neither_explodes_nor_hides_torch() -> None:
     found = scan_source(source, "attention.py")
     assert [(c.api, c.line) for c in found] == [
         ("torch.nn.functional.scaled_dot_product_attention", source.count("\n"))]
+
+
+def test_the_grader_never_parses_in_two_threads_at_once(monkeypatch) -> None:
+    """CPython 3.11 fails under load when two threads build ASTs at once ("AST constructor
+    recursion depth mismatch"): the scan and the notebook reader parse one at a time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grader.submission import extract_notebook
+
+    inside, most, lock = 0, 0, threading.Lock()
+    real = ast.parse
+
+    def watched(*args, **kwargs):
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.02)  # long enough for another thread to come in, were it let in
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    notebook = '{"cells": [{"cell_type": "code", "source": "def f():\\n    return 1\\n", "metadata": {}, ' \
+               '"outputs": [], "execution_count": null}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    jobs = [lambda: scan_source("import torch\nx = 1\n", "a.py"), lambda: extract_notebook(notebook)] * 4
+    for job in jobs[:2]:  # once here first: what they import lazily (and parses on import) is loaded
+        job()
+    monkeypatch.setattr(ast, "parse", watched)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda job: job(), jobs))
+    assert most == 1

@@ -177,3 +177,13 @@ def test_a_class_is_graded_by_a_job_array_and_merged(slurm_cluster: dict, klass:
     assert book["alice"]["total"] == book["alice"]["max"] == book["erin"]["total"]
     logs = sorted(p.name for p in (out / "slurm").glob("task-*.log"))
     assert logs == ["task-0.log", "task-1.log", "task-2.log", "task-3.log"]  # one array task per submission
+
+
+def test_jobs_that_would_train_without_their_data_are_not_written(tmp_path: Path, capsys) -> None:
+    klass = tmp_path / "class"
+    (klass / "alice").mkdir(parents=True)
+    nowhere = tmp_path / "no-data"
+    assert cli.main(["slurm", str(klass), "--out", str(tmp_path / "out"), "--data-dir", str(nowhere)]) == 2
+    err = capsys.readouterr().err
+    assert "no job was written" in err and str(nowhere / "mnist" / "train-images-idx3-ubyte.gz") in err
+    assert not (tmp_path / "out").exists()
