@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-## jail: install bubblewrap, which isolates the student's code (Debian/Ubuntu, as root); says so otherwise
+## jail: install bubblewrap, which isolates the student's code (Debian/Ubuntu, as root); says so otherwise (grade and bench run it first: no jail, no grading)
 jail:
 	@if command -v bwrap >/dev/null; then echo "bubblewrap: $$(bwrap --version)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -71,13 +71,13 @@ autograder: setup
 	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
-bench: setup
+bench: setup jail
 	$(PY) -m reference.bench $(data_flag) --device $(DEVICE) --seeds $(SEEDS) --first-seed $(FIRST_SEED) $(if $(RECIPES),--recipes $(RECIPES))
 	$(PY) -m grader.bench $(data_flag) --device $(DEVICE)
 	$(PY) -m course.bench $(data_flag)
 
 ## grade: grade SUBMISSION (one path, several in quotes, or a class folder with one submission per entry; default: reference/ as a self-check); JOBS=N side by side, FORCE=1 regrades unchanged ones, ALLOW_UNISOLATED=1 grades where the jail cannot be had
-grade: setup
+grade: setup jail
 	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT)) --jobs $(JOBS) $(if $(FORCE),--force) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
 
 ## check: the students' quick visible checks on SUBMISSION (default: student_template/)

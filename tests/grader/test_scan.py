@@ -305,7 +305,7 @@ def test_the_grader_never_parses_in_two_threads_at_once(monkeypatch) -> None:
             with lock:
                 inside -= 1
 
-    notebook = '{"cells": [{"cell_type": "code", "source": "def f():\\n    return 1\\n", "metadata": {}, ' \
+    notebook = '{"cells": [{"cell_type": "code", "id": "c1", "source": "def f():\\n    return 1\\n", "metadata": {}, ' \
                '"outputs": [], "execution_count": null}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
     jobs = [lambda: scan_source("import torch\nx = 1\n", "a.py"), lambda: extract_notebook(notebook)] * 4
     for job in jobs[:2]:  # once here first: what they import lazily (and parses on import) is loaded
