@@ -29,8 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "vit-homework"
 VISIBLE_TESTS = Path(__file__).parent / "visible_tests"  # import student_template: run inside a handout
 # What students install: the kit's own torch pin is passed in by `make handout` (TORCH_SPEC).
-REQUIREMENTS = ("numpy>=1.24", "matplotlib>=3.7", "einops>=0.7", "pytest>=7.4")
-NOTEBOOK_REQUIREMENTS = ("-r requirements.txt", "jupyterlab>=4", "ipykernel>=6")
+REQUIREMENTS = ("numpy>=1.24", "matplotlib>=3.7", "einops>=0.7", "pytest>=7.4", "tqdm>=4.60")
+# ipywidgets: tqdm's progress bars in Jupyter (text lines fill the saved notebook without it)
+NOTEBOOK_REQUIREMENTS = ("-r requirements.txt", "jupyterlab>=4", "ipykernel>=6", "ipywidgets>=8")
+# Imported by the handout's code only on request: data.py's download=True (a machine with a network)
+OPTIONAL_IMPORTS = ("torchvision",)
 PYTEST_INI = "[pytest]\ntestpaths = tests\npythonpath = .\naddopts = -ra\n"
 _PUNCTUATION_ONLY = re.compile(r"^[\W_]*$")
 

@@ -124,3 +124,46 @@ def test_a_fresh_environment_from_the_handouts_requirements_runs_its_tests(archi
     assert install.returncode == 0, install.stderr[-2000:]
     results = run_visible_tests(folder, python)
     assert results and all(outcome == "failure" and "not implemented" in message for _, outcome, message in results)
+
+
+def _imports(source: str) -> set[str]:
+    """Top-level modules ``source`` imports (absolute imports only)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_handouts_requirements_cover_everything_its_code_imports(archive: Path) -> None:
+    """Every third-party module the handout's modules, tests and notebooks import is in its
+    requirements (the notebooks' in requirements-notebooks.txt), or is imported only on request."""
+    import json
+    import re
+    import sys
+
+    imported = set()
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            text = zf.read(name).decode()
+            if name.endswith(".py"):
+                imported |= _imports(text)
+            elif name.endswith(".ipynb"):
+                for cell in json.loads(text)["cells"]:
+                    if cell["cell_type"] == "code":
+                        code = "".join(cell["source"])
+                        imported |= _imports("\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    local = {"student_template", "tests", "conftest"}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in local}
+
+    def names(text: str) -> set[str]:
+        return {re.split(r"[<>=!~\[ ]", line.strip())[0].lower() for line in text.splitlines()
+                if line.strip() and not line.startswith("-r")}
+
+    required = names(zf_read(archive, "requirements.txt"))
+    assert third_party - required - set(handout.OPTIONAL_IMPORTS) == set(), third_party
+    assert {"tqdm"} <= required and "ipywidgets" in names(zf_read(archive, "requirements-notebooks.txt"))
