@@ -80,6 +80,11 @@ class GradeOptions:
     allow_unisolated: bool = False  # grade even where the jail cannot be had (the instructor accepts the risk)
 
     @property
+    def child_seed(self) -> int:
+        """The seed every sandbox child starts its requests from: derived one way from ``seed``."""
+        return derive_seed(self.seed, "child")
+
+    @property
     def recipes(self) -> tuple[str, ...]:
         return () if self.visible_only else TRAINING_CHOICES[self.training]
 
@@ -185,7 +190,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     for call in own_tests:  # comparing with PyTorch in one's own test is fine; calling it from the model is not
         grade.notes.append(f"{call.api} in your test {call.function} ({call.student_file} line {call.line}): "
                            "allowed there; the grader checks at run time that the model never calls it")
-    with Sandbox(staged, limits, seed=derive_seed(options.seed, "child"), isolation=isolation) as box:
+    with Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as box:
         imported = box.start()
         ctx.modules = dict((imported.value or {}).get("modules", {})) if isinstance(imported.value, dict) else {}
         if not imported.ok:
@@ -275,9 +280,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     train_split = {"name": data.name, "train_images": data.train_images, "train_labels": data.train_labels,
                    "classes": list(data.classes), **stats}
     problems: list[str] = []
-    child_seed = derive_seed(options.seed, "child")
-    with Sandbox(staged, limits, seed=child_seed, isolation=isolation) as trainer, \
-            Sandbox(staged, limits, seed=child_seed, isolation=isolation) as judge:
+    with Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as trainer, \
+            Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as judge:
         judge.start()
         best_weights: dict | None = None
         asked, budget = 0, evaluation_budget(recipe)
@@ -557,7 +561,7 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     candidates = recipes_for(name)  # the weights may come from any recipe of the exercise (GPU or CPU)
     stats = {"mean": list(data.mean), "std": list(data.std)}
     started, before = time.perf_counter(), len(ctx.forbidden)
-    with Sandbox(staged, limits, seed=derive_seed(options.seed, "child"), isolation=isolation) as judge:
+    with Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as judge:
         judge.start()
         loaded = judge.call(f"{PROBES}:checkpoint", [asdict(r.model) for r in candidates], str(path))
         ctx.forbidden += loaded.forbidden_calls

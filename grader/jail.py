@@ -103,10 +103,7 @@ def kit_locations() -> list[Path]:
     it (a checkout, site-packages), this very package, and the checkout when run from one."""
     found = {Path(__file__).resolve().parent}
     for package in KIT_PACKAGES:
-        try:
-            spec = importlib.util.find_spec(package)
-        except (ImportError, ValueError):
-            spec = None
+        spec = _spec(package)
         for location in (spec.submodule_search_locations or []) if spec is not None else []:
             found.add(Path(location).resolve())
     if (_REPO / "pyproject.toml").is_file():  # a checkout: tests, Makefile and all
@@ -228,7 +225,7 @@ def detect() -> Isolation:
 def _trial(isolation: Isolation) -> str:
     """Why the jail cannot be trusted here ("" when it can): a child started in it must run and
     find nothing of the kit's."""
-    names = [n for n in KIT_PACKAGES if _found(n)]
+    names = [n for n in KIT_PACKAGES if _spec(n) is not None]
     paths = [str(_marker(p)) for p in kit_locations()]
     command = jail_command(isolation, [sys.executable, "-s", "-c", _TRIAL, json.dumps([names, paths])],
                            read_only=[], writable=[])
@@ -259,11 +256,12 @@ def _marker(folder: Path) -> Path:
     return next((p for p in sorted(folder.iterdir()) if p.is_file()), folder) if folder.is_dir() else folder
 
 
-def _found(package: str) -> bool:
+def _spec(package: str) -> importlib.machinery.ModuleSpec | None:
+    """Where this Python finds ``package`` (None: nowhere, or a lookup that fails)."""
     try:
-        return importlib.util.find_spec(package) is not None
+        return importlib.util.find_spec(package)
     except (ImportError, ValueError):
-        return False
+        return None
 
 
 def require(isolation: Isolation, allowed: bool = False) -> None:

@@ -222,7 +222,6 @@ class Sandbox:
         self._broken: Outcome | None = None
         self._closed = False
         self.tracebacks = Tracebacks(staged)  # reads the staged files now, before any child runs
-        self._student_names = {p.name for p in staged.module_files}
 
     # -- public --------------------------------------------------------------------------------
 
@@ -537,7 +536,7 @@ class Sandbox:
                         call = ForbiddenCall.from_dict(frame.get("call"))
                     except ValueError as exc:
                         raise _Violation(str(exc)) from None
-                    if call.student_file in self._student_names:  # messages name the student's files only
+                    if self.tracebacks.is_students(call.student_file):  # messages name the student's files only
                         reply.forbidden.append(self.tracebacks.translate(call))
                 elif kind == "progress":
                     if frame["state"] == "begin":

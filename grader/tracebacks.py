@@ -31,6 +31,10 @@ class Tracebacks:
                                **{os.path.realpath(p): p.name for p in staged.module_files}}
         self._student_names = set(self._sources)
 
+    def is_students(self, file: str) -> bool:
+        """Whether ``file`` (a name a child sent) is one of the student's staged files."""
+        return file in self._student_names
+
     def module_label(self, stem: str) -> str:
         """What the student calls a module: its file, or the notebook it came from."""
         if stem == NOTEBOOK_MODULE and self.staged.notebook_name:
