@@ -113,3 +113,32 @@ def check_gradescope_results(results: dict) -> dict:
     schema = json.loads((REPO / "grader" / "results.schema.json").read_text())
     jsonschema.validate(results, schema)
     return results
+
+
+# The executed notebooks, as the tests read them (nbformat nodes or the same JSON as dicts).
+TRAINING_BUDGET = "TIME_LIMIT = 20 * 60"  # the training notebook's budget line, as shipped
+
+
+def with_time_limit(nb: dict, seconds: float) -> dict:
+    """``nb`` with its training budget set to ``seconds``, as a course would set it; a notebook
+    without the budget line fails here rather than training for twenty minutes."""
+    code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+    assert any(TRAINING_BUDGET in cell["source"] for cell in code), f"no {TRAINING_BUDGET!r} line to shorten"
+    for cell in code:
+        cell["source"] = cell["source"].replace(TRAINING_BUDGET, f"TIME_LIMIT = {seconds}")
+    return nb
+
+
+def notebook_outputs(nb: dict) -> list[dict]:
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+
+
+def notebook_text(nb: dict) -> str:
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in notebook_outputs(nb))
+
+
+def notebook_images(nb: dict) -> int:
+    """Figures shown as PNG; a figure shown only as text ("<Figure size ...>") fails here."""
+    shown = [o.get("data", {}) for o in notebook_outputs(nb)]
+    assert not [d for d in shown if "<Figure" in d.get("text/plain", "") and "image/png" not in d]
+    return sum("image/png" in d for d in shown)
