@@ -4,8 +4,9 @@
     python -m theory.build --questions PATH.md   # also (or only, with --no-html) the sheet at PATH.md
     python -m theory.build --out-dir DIR
 
-The HTML needs no network: maths is converted to MathML (latex2mathml), the figure is embedded as
-a data: URI, the style sheet is inline and there is no script.
+The HTML needs no network: maths is converted to MathML (latex2mathml), the math font
+(``theory.mathfont``) and the figure are embedded as data: URIs, the style sheet is inline and
+there is no script.
 """
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import argparse
 import base64
 import html
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import markdown
 from latex2mathml.converter import convert as latex_to_mathml
 
+from theory import mathfont, printfit
+from theory.alphanumerics import apply_mathvariants
 from theory.render import ANSWERS_DIR, THEORY_DIR, answer_files, render, split_blocks, strip_answers
 
 DEFAULT_OUT = THEORY_DIR / "build"
@@ -41,7 +45,7 @@ def _mathml(latex: str, display: bool, where: str) -> str:
         raise MathError(f"{where}: cannot convert ${latex.strip()}$: {exc!r}") from exc
     if "<merror" in out:
         raise MathError(f"{where}: latex2mathml reports an error in ${latex.strip()}$")
-    return stretch_matrix_brackets(out)
+    return apply_mathvariants(overbars(stretch_matrix_brackets(out)))
 
 
 # latex2mathml writes a matrix's brackets (pmatrix, bmatrix, ...) as plain <mo>: some browsers draw
@@ -56,13 +60,37 @@ def stretch_matrix_brackets(mathml: str) -> str:
     return _CLOSING.sub(r'\1<mo stretchy="true" fence="true" form="postfix">\2</mo>', mathml)
 
 
+# latex2mathml writes \bar with a macron (U+00AF) and \overline with a horizontal bar (U+2015): the
+# math font can stretch neither sideways, so \bar{xy} gets a dot-sized bar between the letters. The
+# overline (U+203E) as an accent stretches over its whole base, in STIX Two Math and in MathML Core.
+MATHML = "http://www.w3.org/1998/Math/MathML"
+_BARS = ("\u00af", "\u2015")
+ET.register_namespace("", MATHML)
+
+
+def overbars(mathml: str) -> str:
+    """Bars over a formula (``\\bar``, ``\\overline``) as overline accents that span their base."""
+    if not any(f"&#x{ord(bar):05X};" in mathml or bar in mathml for bar in _BARS):
+        return mathml
+    root = ET.fromstring(mathml)
+    for mover in root.iter(f"{{{MATHML}}}mover"):
+        script = mover[1]
+        if script.tag == f"{{{MATHML}}}mo" and script.text in _BARS:
+            script.text, script.attrib = "\u203e", {}
+            mover.set("accent", "true")
+    return ET.tostring(root, encoding="unicode")
+
+
 def render_markdown(text: str, base_dir: Path, where: str = "<text>") -> str:
     """Markdown + $...$ / $$...$$ maths -> HTML fragment with MathML and embedded images."""
     stash: dict[str, str] = {}
+    display: set[str] = set()
 
-    def keep(fragment: str) -> str:
+    def keep(fragment: str, is_display: bool = False) -> str:
         key = f"ZZSTASH{len(stash)}ZZ"
         stash[key] = fragment
+        if is_display:
+            display.add(key)
         return key
 
     # Code is left alone: protect it from the maths pass, then give it back to markdown.
@@ -75,13 +103,14 @@ def render_markdown(text: str, base_dir: Path, where: str = "<text>") -> str:
 
     text = _FENCE_RE.sub(keep_code, text)
     text = _CODE_RE.sub(keep_code, text)
-    text = _DISPLAY_RE.sub(lambda m: "\n\n" + keep(_mathml(m.group(1), True, where)) + "\n\n", text)
+    text = _DISPLAY_RE.sub(lambda m: "\n\n" + keep(_mathml(m.group(1), True, where), True) + "\n\n", text)
     text = _INLINE_RE.sub(lambda m: keep(_mathml(m.group(1), False, where)), text)
     for key, frag in code.items():
         text = text.replace(key, frag)
     body = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
     for key, frag in stash.items():
-        body = body.replace(f"<p>{key}</p>", f'<div class="display-math">{frag}</div>')
+        if key in display:
+            body = body.replace(f"<p>{key}</p>", f"<div{_display_attrs(frag)}>{frag}</div>")
         body = body.replace(key, frag)
 
     def embed(m: re.Match) -> str:
@@ -94,6 +123,12 @@ def render_markdown(text: str, base_dir: Path, where: str = "<text>") -> str:
         return f'{m.group(1)}"data:{mime};base64,{data}"'
 
     return re.sub(r'(<img[^>]*?\ssrc=)"([^"]+)"', embed, body)
+
+
+def _display_attrs(mathml: str) -> str:
+    """The attributes of a display formula's box: a print scale where it is wider than the page."""
+    scale = printfit.print_scale(mathml)
+    return ' class="display-math"' + (f' style="--print-scale: {scale:.3f}"' if scale < 1 else "")
 
 
 def _slug(text: str) -> str:
@@ -125,9 +160,17 @@ nav ul { list-style: none; padding-left: 1rem; } nav li.l2 { padding-left: 1.2re
 blockquote { border-left: 4px solid #e0a030; background: #fff8e8; margin: 1rem 0; padding: .2rem 1rem; }
 table { border-collapse: collapse; margin: 1rem 0; } th, td { border: 1px solid #ccc; padding: .25rem .6rem; }
 th { background: #f0f0f0; } code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
-.display-math { overflow-x: auto; overflow-y: hidden; padding: .3rem 0; margin: .5rem 0; } math[display="block"] { font-size: 1.1em; }
-math { font-family: "STIX Two Math", "Latin Modern Math", "Cambria Math", "Libertinus Math", math; }
+.display-math { overflow-x: auto; overflow-y: hidden; padding: .3rem 0; margin: .5rem 0; }
 img { max-width: 100%; }
+""" + f"""math {{ font-family: "{mathfont.FAMILY}", "STIX Two Math", "Latin Modern Math", "Cambria Math", math; }}
+math[display="block"] {{ font-size: {printfit.DISPLAY_EM}em; }}
+@media print {{
+  @page {{ margin: {printfit.MARGIN_MM}mm; }}
+  body {{ max-width: none; margin: 0; padding: 0; font-size: {printfit.TEXT_PT}pt; }}
+  .display-math {{ overflow: visible; }}
+  math[display="block"] {{ font-size: calc({printfit.DISPLAY_EM}em * var(--print-scale, 1)); }}
+  h1, h2 {{ break-after: avoid; }} .display-math, tr, img {{ break-inside: avoid; }}
+}}
 """
 
 
@@ -137,7 +180,7 @@ def _page(title: str, body: str, toc: list[tuple[int, str, str]]) -> str:
     )
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{mathfont.font_face(body)}\n{STYLE}</style>\n</head>\n<body>\n"
         f"<header><p><strong>{html.escape(title)}</strong></p>\n<nav><ul>\n{items}\n</ul></nav></header>\n"
         f"<main>\n{body}\n</main>\n</body>\n</html>\n"
     )

@@ -1,6 +1,8 @@
 """Topic 1: what the text claims of Eq. (1), shown on the module's example against torch."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -50,6 +52,16 @@ def test_map_is_not_symmetric_even_with_symmetric_scores():
     assert not torch.allclose(attn, attn.transpose(-2, -1))
     z = ((X @ W[0]) @ (X @ W[0]).transpose(-2, -1) / attention.D_MODEL ** 0.5).exp().sum(-1)  # (B, T)
     assert torch.allclose(attn / attn.transpose(-2, -1), z[:, None, :] / z[:, :, None])  # A_ij / A_ji = Z_j / Z_i
+
+
+def test_column_notation_is_eq1_transposed():
+    d, n, m, t = 4, 3, 5, 2  # question 1.1(a) of the NYU sheet: Q (d, n), K (d, m), V (t, m)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(d, n, generator=g), torch.randn(d, m, generator=g), torch.randn(t, m, generator=g)
+    a = (k.T @ q / math.sqrt(d)).softmax(dim=0)  # softargmax_beta of each column, beta = 1/sqrt(d)
+    h = v @ a
+    assert h.shape == (t, n) and torch.allclose(a.sum(0), torch.ones(n))
+    assert torch.allclose(h.T, F.scaled_dot_product_attention(q.T, k.T, v.T), atol=1e-6)
 
 
 def test_cross_attention_shapes_and_scale():

@@ -76,6 +76,23 @@ def test_hard_positional_maps_give_identity_and_permutation():
 def test_offdiagonal_weights_at_lambda_are_below_the_bound():
     a = positional(list(range(N)))
     assert (a - torch.diag(a.diagonal())).max() < 10.0 ** V["offdiag_exp"] and bool(a.diagonal().eq(1).all())
+    eps = torch.finfo(DT).eps  # the bound is a double itself, but 1 minus it rounds to 1
+    assert 10.0 ** V["offdiag_exp"] > 0 and 1.0 - 10.0 ** V["offdiag_exp"] == 1.0 and 1.0 - eps < 1.0
+    assert V["float64_eps"] == r"2.2 \cdot 10^{-16}" and abs(eps - 2.2e-16) < 0.05e-16
+
+
+def test_positional_codes_or_a_mask_break_equivariance():
+    perm = torch.eye(N, dtype=DT)[torch.randperm(N, generator=_g)]
+    codes = torch.eye(N, dtype=DT)  # one-hot positions added to the first n features of the tokens
+    coded = lambda c: c + torch.cat([codes, torch.zeros(E - N, N, dtype=DT)])  # noqa: E731
+    assert not torch.allclose(columns_mha(coded(C @ perm))[0], columns_mha(coded(C))[0] @ perm)
+
+    def causal(c: torch.Tensor) -> torch.Tensor:  # one head; query t reads only keys s <= t
+        scores = (WK[0] @ c).T @ (WQ[0] @ c)  # (keys, queries)
+        future = torch.ones(N, N, dtype=torch.bool).tril(-1)  # key s > query t
+        return (WV[0] @ c) @ scores.masked_fill(future, float("-inf")).softmax(0)
+
+    assert not torch.allclose(causal(C @ perm), causal(C) @ perm)
 
 
 def test_identity_map_with_w_is_positionwise_linear_and_uniform_is_not():

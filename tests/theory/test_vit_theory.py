@@ -22,6 +22,27 @@ def test_ffn_count_matches_torch_and_is_about_twice_attention():
     assert round(count(ffn) / count(nn.MultiheadAttention(d, num_heads=8))) == 2  # "about twice"
 
 
+def test_ffn_shares_match_a_count_by_hand():
+    d, d_ff, layers = V["d_model"], V["d_ff"], vit.LAYERS
+    attention, ffn, norm = 4 * (d * d + d), 2 * d * d_ff + d_ff + d, 2 * d  # biases included
+    encoder, decoder = attention + ffn + 2 * norm, 2 * attention + ffn + 3 * norm
+    embedding = V["vocab"] * d  # one table: both inputs and the output layer
+    model = layers * (encoder + decoder) + 2 * norm + embedding  # and a final norm after each stack
+    assert V["ffn_share_encoder"] == ffn / encoder and V["ffn_share_decoder"] == ffn / decoder
+    assert V["ffn_share_model"] == 2 * layers * ffn / model < 0.5  # "not the majority"
+    assert 2 * layers * ffn > max(3 * layers * attention, embedding)  # "the largest single part"
+
+
+def test_pre_ln_leaves_the_residual_stream_unnormalised():
+    torch.manual_seed(16)
+    x = 10 * torch.randn(2, 5, 16)  # (B, T, D), far from unit scale
+    with torch.no_grad():
+        post, pre = (nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=first).eval()(x)
+                     for first in (False, True))
+    assert torch.allclose(post.std(-1, unbiased=False), torch.ones(2, 5), atol=1e-3)  # post-LN: the stream itself
+    assert bool((pre.std(-1) > 5).all())  # pre-LN: the stream keeps its scale; only sub-layer inputs are normalised
+
+
 def test_ffn_is_positionwise_and_two_1x1_convolutions():
     g = torch.Generator().manual_seed(12)
     d = 8
@@ -58,7 +79,9 @@ def test_patch_embedding_is_a_strided_convolution_with_the_vit_b16_sizes():
     linear = nn.Linear(C * P * P, D).to(DTYPE)
     conv = nn.Conv2d(C, D, kernel_size=P, stride=P).to(DTYPE)
     with torch.no_grad():
-        conv.weight.copy_(linear.weight.view(D, C, P, P))
+        conv.weight.copy_(linear.weight.view(D, C, P, P))  # linear.weight is E^T: its row j, E's column j
+        E = linear.weight.T  # (C*P*P, D): tokens = patches @ E
+        assert torch.equal(conv.weight[3], E[:, 3].reshape(C, P, P))  # filter of channel 3 = column 3 of E
         conv.bias.copy_(linear.bias)
         tokens = linear(F.unfold(img, kernel_size=P, stride=P).transpose(1, 2))  # (B, N, D)
         assert torch.allclose(tokens, conv(img).flatten(2).transpose(1, 2))
@@ -78,7 +101,8 @@ def test_homework_sizes_match_a_count_by_hand():
         block = 2 * 2 * D + 4 * (D * D + D) + (D * H + H) + (H * D + D)
         total = patch_len * D + D + D + (n + 1) * D + c.num_layers * block + 2 * D + D * K + K
         assert (got["tokens"], got["patch_len"], got["seq"], got["ln_vectors"]) == (n, patch_len, n + 1, 2)
-        assert (got["entries"], got["pixel_entries"]) == ((n + 1) ** 2, c.image_size**4)
+        # both counts with a class token: patches + 1 against pixels + 1
+        assert (got["entries"], got["pixel_entries"]) == ((n + 1) ** 2, (c.image_size**2 + 1) ** 2)
         assert (got["embed_params"], got["block_params"], got["params"]) == (patch_len * D + D, block, total)
     assert V["cifar"]["d_model"] == 2 * V["mnist"]["d_model"] and V["block_ratio"] == 4  # "doubling", "four"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import sympy
+import torch
 
 # The sizes of the original Transformer (question 4.1).
 D_MODEL, HEADS = 512, 8
@@ -24,6 +25,12 @@ def shape(dims: tuple[sympy.Expr, ...]) -> str:
     return r" \times ".join(tex(x) for x in dims)
 
 
+def scientific(x: float) -> str:
+    """``x`` in LaTeX to two significant digits: ``2.2 \\cdot 10^{-16}``."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
+
+
 @lru_cache(maxsize=None)
 def values() -> dict[str, object]:
     params = N_PROJ * d**2 + N_PROJ * d  # weights and biases of the four projections
@@ -38,5 +45,6 @@ def values() -> dict[str, object]:
         "h_shape": (e, n),  # H
         "wo_shape": (e, e),  # W^O
         "lam": LAMBDA, "offdiag_exp": OFFDIAG_EXP, "offdiag_bound": rf"10^{{{OFFDIAG_EXP}}}",  # LaTeX
+        "float64_eps": scientific(torch.finfo(torch.float64).eps),  # the gap between 1 and the next double
         "kernel": KERNEL, "cordonnier_year": CORDONNIER_YEAR,
     }
