@@ -59,6 +59,12 @@ def check(path: Path, options: GradeOptions) -> int:
     return 0 if passed == len(grade.results) else 1
 
 
+# Said after grading when the machine left checks without a verdict (grade.UNDECIDED): how to finish.
+UNDECIDED_NOTE = ("undecided: the grading machine was too slow or too busy to decide some checks of {what}; "
+                  "run the same command again, on a less busy machine if you can: for a class, only the undecided "
+                  "submissions are graded again")
+
+
 def deployment_seed() -> int:
     """``$VITKIT_GRADER_SEED`` (an integer), else 0; a clear exit for anything else."""
     text = os.environ.get("VITKIT_GRADER_SEED", "").strip()
@@ -164,14 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     elif len(submissions) == 1:
         row = grade_one(submissions[0], out / submission_name(submissions[0]), submission_name(submissions[0]),
                         options, total)
+        if row.status == "undecided":
+            print(UNDECIDED_NOTE.format(what="this submission"), file=sys.stderr)
         return 2 if row.status in ("unreadable", "grader-error") else 0
     if args.jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
     rows = grade_class(submissions, out, options, total, jobs=args.jobs, force=args.force)
     failed = [r for r in rows if r.status in ("unreadable", "grader-error")]
+    undecided = [r.student for r in rows if r.status == "undecided"]
     print(f"{len(rows)} submissions: mean {sum(r.score for r in rows) / len(rows):.2f} / {total:g}; "
           f"{len(failed)} could not be graded; gradebook: {out / 'gradebook.csv'}, overview: {out / 'index.html'}")
+    if undecided:
+        print(UNDECIDED_NOTE.format(what=f"{len(undecided)} submission{'s' if len(undecided) > 1 else ''} "
+                                         f"({', '.join(undecided[:5])}{', ...' if len(undecided) > 5 else ''})"))
     return 2 if failed else 0
 
 

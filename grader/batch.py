@@ -36,7 +36,7 @@ from grader.scratch import temporary_folder
 from grader.rubric import training_check_names
 from grader.submission import SubmissionError
 
-STATUSES = ("ok", "timeout", "crashed", "unreadable", "grader-error")
+STATUSES = ("ok", "undecided", "timeout", "crashed", "unreadable", "grader-error")
 KINDS = (".py", ".ipynb", ".zip")
 EXERCISE_MODULES = ("attention", "blocks", "vit")
 KEY_FILE = "grade.json"  # OUT/<name>/grade.json: what a re-run needs to skip an unchanged submission
@@ -116,7 +116,7 @@ def grade_one(path: Path, out_dir: Path, name: str, options: GradeOptions, max_s
         components[r.component] = components.get(r.component, 0.0) + grade.score_of(r)[0]
     mnist = [max(run.measured) for run in grade.training if run.recipe == "mnist" and run.measured]
     return Row(name, grade.status, grade.score, grade.max_score, components,
-               {r.name: r.passed for r in grade.results if not r.skipped}, mnist[0] if mnist else None,
+               {r.name: r.passed for r in grade.results if not r.skipped and not r.undecided}, mnist[0] if mnist else None,
                round(grade.seconds, 2))
 
 
@@ -205,7 +205,7 @@ def _signature(key: str, row: dict) -> str:
     return hmac.new(_signing_key(), message, hashlib.sha256).hexdigest()
 
 
-def reused_row(out_dir: Path, key: str) -> Row | None:
+def saved_row(out_dir: Path, key: str) -> Row | None:
     """The row of the last run when it graded the same thing (OUT/<name>/grade.json, signed)."""
     try:
         saved = json.loads((out_dir / KEY_FILE).read_text())
@@ -215,6 +215,12 @@ def reused_row(out_dir: Path, key: str) -> Row | None:
     except (OSError, ValueError, TypeError, KeyError):
         pass
     return None
+
+
+def reused_row(out_dir: Path, key: str) -> Row | None:
+    """``saved_row`` when the last run decided it: an undecided grade is graded again."""
+    row = saved_row(out_dir, key)
+    return row if row is not None and row.status != "undecided" else None
 
 
 def grade_entry(path: Path, out_dir: Path, name: str, options: GradeOptions, max_score: float, key: str) -> Row:
@@ -253,8 +259,8 @@ def grade_class(paths: list[Path], out: Path, options: GradeOptions, max_score: 
         else:
             todo.append((i, path, name, key))
     started, done = time.perf_counter(), 0
-    print(f"grading {len(todo)} of {len(paths)} submissions into {out}/ ({len(paths) - len(todo)} unchanged since "
-          f"the last run; {jobs} worker{'s' if jobs > 1 else ''}, {options.threads} thread(s) each)", file=sys.stderr)
+    print(f"grading {len(todo)} of {len(paths)} submissions into {out}/ ({len(paths) - len(todo)} unchanged and decided "
+          f"since the last run; {jobs} worker{'s' if jobs > 1 else ''}, {options.threads} thread(s) each)", file=sys.stderr)
 
     def finished(i: int, row: Row) -> None:
         nonlocal done

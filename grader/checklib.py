@@ -81,12 +81,18 @@ class CheckFailed(Exception):
     """A check's verdict: the message says what was wrong."""
 
 
+class CheckUndecided(Exception):
+    """No verdict: the grading machine was too busy for the student's code to finish in time
+    (``sandbox`` kind "starved"). Not a CheckFailed, so that no check takes it for a wrong answer."""
+
+
 @dataclass
 class CheckResult:
     name: str  # "component:check"
     passed: bool
     message: str = ""
     skipped: bool = False  # not run (e.g. no data for training); worth no points either way
+    undecided: bool = False  # the machine was too slow or busy to decide: not passed, to be graded again
 
     @property
     def component(self) -> str:
@@ -129,6 +135,8 @@ class Context:
         self.forbidden += outcome.forbidden_calls
         if not outcome.ok:
             self.failures.append(outcome.kind)
+            if outcome.kind == "starved":
+                raise CheckUndecided(outcome.error)
             trace = f"\n{outcome.student_traceback}" if outcome.student_traceback else ""
             raise CheckFailed(f"{outcome.error}{trace}")
         return outcome.value
@@ -143,8 +151,11 @@ class Context:
         return next((f"{m}.py could not be imported: {why}" for m, why in failed.items()), None)
 
     def passed(self, component: str) -> bool:
-        """Whether every check of ``component`` run so far passed, and its code used no library attention."""
+        """Whether every check of ``component`` run so far passed, and its code used no library attention;
+        CheckUndecided when one of them has no verdict."""
         own = [r for r in self.results.values() if r.component == component and not r.skipped]
+        if any(r.undecided for r in own):  # a verdict built on no verdict is none either
+            raise CheckUndecided(f"not decided: it builds on {component}, which the busy grading machine left undecided")
         charged = any(forbidden_owner(c) == component for c in self.forbidden if c.category in CHARGED)
         return bool(own) and all(r.passed for r in own) and not charged
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.checklib import CHARGED, TABLE, Check, CheckFailed, CheckResult, Context, forbidden_owner
+from grader.checklib import CHARGED, TABLE, Check, CheckFailed, CheckResult, CheckUndecided, Context, forbidden_owner
 from grader import hidden
 from grader.integrity import CNN, DYNAMIC, REFERENCE, ForbiddenCall
 from reference.configs import RECIPES
@@ -74,7 +74,8 @@ class _Runner:
         name = getattr(getattr(item, "function", None), "check_name", None)
         if name is None or (call.when != "call" and call.excinfo is None) or name in self.ctx.results:
             return
-        self.ctx.results[name] = CheckResult(name, call.excinfo is None, _message(call.excinfo))
+        undecided = call.excinfo is not None and isinstance(call.excinfo.value, CheckUndecided)
+        self.ctx.results[name] = CheckResult(name, call.excinfo is None, _message(call.excinfo), undecided=undecided)
 
 
 def _message(excinfo: pytest.ExceptionInfo | None) -> str:
@@ -83,7 +84,7 @@ def _message(excinfo: pytest.ExceptionInfo | None) -> str:
     if excinfo is None:
         return ""
     error = excinfo.value
-    if isinstance(error, CheckFailed):
+    if isinstance(error, (CheckFailed, CheckUndecided)):
         return str(error)
     if isinstance(error, AssertionError):  # an instructor's plain assert: its message, or where it failed
         line = traceback.extract_tb(excinfo.tb)[-1]
@@ -108,7 +109,7 @@ def run_checks(ctx: Context, names: list[str] | None = None) -> list[CheckResult
     for name in names:
         ctx.results.setdefault(name, CheckResult(name, False, "the grader could not run this check"))
         failure = ctx.import_failure(ctx.results[name].component)
-        if failure and not ctx.results[name].passed:  # the cause, rather than "does not define 'X'"
+        if failure and not ctx.results[name].passed and not ctx.results[name].undecided:  # the cause, not "does not define 'X'"
             ctx.results[name] = CheckResult(name, False, f"{failure} (so this check could not run)")
     ctx.results = {n: ctx.results[n] for n in [*names, *ctx.results] if n in ctx.results}  # the table's order
     charge_forbidden(ctx)

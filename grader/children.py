@@ -74,6 +74,7 @@ class Child:
     buffer: bytearray = field(default_factory=bytearray)
     exit_code: int | None = None
     stack: list[str] = field(default_factory=list)  # student modules being imported, innermost last
+    worker_pid: int | None = None  # the worker's pid as seen here, once it said hello (``python_pid``)
 
     @property
     def pid(self) -> int:
@@ -111,6 +112,18 @@ class Child:
                 break
             pid = children[0]
         return pid
+
+    def cpu_demand(self) -> tuple[float, float] | None:
+        """(seconds on a CPU, seconds runnable but waiting for one) of the worker's live threads,
+        from the scheduler's own account (/proc/<pid>/task/*/schedstat); None where the kernel
+        does not keep it. A busy machine shows in the second figure, slow code in the first."""
+        return scheduler_seconds(self.worker_pid or self.python_pid())
+
+    def others_cpu(self) -> float:
+        """CPU seconds of every other process of the child's tree since it started (what the
+        student's code started): CPU the child used, however it split its work."""
+        worker = self.worker_pid or self.python_pid()
+        return sum(process_cpu(pid) for pid in descendants(self.pid) if pid != worker)
 
     def kill(self) -> None:
         if self.exit_code is None:  # never signal a pid that may have been reused
@@ -178,6 +191,52 @@ def kill_orphans(marker: str) -> None:
             os.waitpid(pid, 0)
         except (OSError, ChildProcessError):
             continue
+
+
+def scheduler_seconds(pid: int) -> tuple[float, float] | None:
+    """(on a CPU, waiting for one) in seconds, summed over the threads of ``pid``; None if unreadable."""
+    running = waiting = read = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+                fields = handle.read().split()
+            running, waiting, read = running + int(fields[0]), waiting + int(fields[1]), read + 1
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return (running / 1e9, waiting / 1e9) if read else None
+
+
+def process_cpu(pid: int) -> float:
+    """User and system CPU seconds of ``pid`` and the children it waited for; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (one pass over /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    found, frontier = [], [pid]
+    while frontier:
+        below = parents.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
 
 
 def children_of(pid: int) -> list[int]:

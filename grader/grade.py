@@ -27,7 +27,7 @@ from grader.checklib import CHARGED, CheckResult, Context
 from grader.checks import STUDENT_CHECKS, TEST_CHECKS, charge_forbidden, forbidden_in_model, run_checks
 from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import read_rubric, training_check_names
-from grader.sandbox import PROBES, Limits, Outcome, Sandbox
+from grader.sandbox import PROBES, Limits, Outcome, Sandbox, starved_by
 from grader.scan import scan_files
 from grader.seeds import derive_seed
 from grader.submission import StagedSubmission, stage_submission
@@ -45,6 +45,15 @@ TEST_SET_MARGIN = 0.05
 # test images); a score above twice chance in every one of SHUFFLES draws is not from the weights.
 SHUFFLES = 3
 TRAIN_SAMPLE = 2000  # training images measured against the test accuracy (and test images with shuffled weights)
+
+
+# What a student reads after a check the machine, not the code, left without a verdict.
+UNDECIDED = ("the grading machine was too slow or too busy to decide this: not a verdict on your code; "
+             "the instructor grades it again")
+
+
+class _Undecided(Exception):
+    """A request of the grader's judge was starved by the machine's other work: no verdict from it."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class GradeOptions:
     data_dir: str | None = None
     rubric: str | None = None
     visible_only: bool = False  # make check: the visible subset, no training, no points
-    time_limit: float | None = None  # training seconds per recipe; None: each recipe's own (``limit_for``)
+    time_limit: float | None = None  # the guard on training seconds per recipe; None: each recipe's own (``limit_for``)
     call_seconds: float = 10.0  # per probe call; the reference needs well under 1 s
     threads: int | None = None  # a training child's CPU threads; None: every core (JOBS workers share them out)
     gpu_share: float | None = None  # a training child's share of the GPU's memory (JOBS workers on one GPU)
@@ -98,8 +107,10 @@ class GradeOptions:
                        data_dir=str(resolve_data_dir(self.data_dir).resolve()))
 
     def limit_for(self, recipe: Recipe) -> float:
-        """Training seconds for ``recipe`` on the resolved device: ``time_limit`` when given, else
-        the recipe's own, else 600 on a CPU and 300 on a GPU."""
+        """The guard on training seconds for ``recipe`` on the resolved device: ``time_limit`` when
+        given, else the recipe's own, else 600 on a CPU and 300 on a GPU. A recipe's budget is its
+        epochs; the guard is several times what they need, and a run it ends on a machine too busy
+        to give it a CPU is undecided (``guard_verdict``)."""
         for limit in (self.time_limit, recipe.time_limit):
             if limit is not None:
                 return limit
@@ -135,14 +146,20 @@ class Grade:
     output: str = ""  # the tail of the student's stdout/stderr
     isolation: list[str] = field(default_factory=list)  # one line per isolation layer: on, or off and why
     visibility: dict[str, str] = field(default_factory=dict)  # check -> when Gradescope shows it (the rubric)
-    status: str = "ok"  # "timeout" or "crashed" when the student's code hit a time limit or crashed somewhere
+    status: str = "ok"  # "undecided" (UNDECIDED), else "timeout" or "crashed" when the student's code hit a time limit or crashed
 
     def score_of(self, result: CheckResult) -> tuple[float, float]:
-        """(score, max) of one check; a skipped check is worth nothing either way."""
+        """(score, max) of one check; a skipped check is worth nothing either way, an undecided one
+        nothing yet out of its worth (the grade is not final: ``status`` says "undecided")."""
         if result.skipped:
             return 0.0, 0.0
         worth = self.points.get(result.name, 0.0)
         return (worth if result.passed else 0.0), worth
+
+    @property
+    def undecided(self) -> list[CheckResult]:
+        """The checks the grading machine was too slow or busy to decide: grade the submission again."""
+        return [r for r in self.results if r.undecided and not r.skipped]
 
     @property
     def score(self) -> float:
@@ -217,7 +234,8 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     charge_forbidden(ctx)  # again: calls made while training count too
     grade.results = list(ctx.results.values()) + training
     kinds = set(ctx.failures)
-    grade.status = "timeout" if "timeout" in kinds else "crashed" if kinds & {"crash", "memory"} else "ok"
+    grade.status = ("undecided" if grade.undecided else "timeout" if "timeout" in kinds
+                    else "crashed" if kinds & {"crash", "memory"} else "ok")
     grade.forbidden = ctx.forbidden
     grade.seconds = time.perf_counter() - start
     return grade
@@ -246,9 +264,12 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
     run = TrainingRun(name)
 
-    def verdicts(message: str, skipped: bool = False) -> list[CheckResult]:
+    def verdicts(message: str, skipped: bool = False, undecided: bool = False) -> list[CheckResult]:
+        """A threshold reached is passed whatever ended the run; one not reached is failed, or
+        ``undecided`` when the machine ended the run before its budget."""
         best = max(run.measured, default=0.0)
-        return [CheckResult(n, best >= t, message if best < t else f"reached {100 * best:.2f}%", skipped)
+        return [CheckResult(n, best >= t, message if best < t else f"reached {100 * best:.2f}%", skipped,
+                            undecided and best < t)
                 for n, t in zip(names, recipe.thresholds)]
 
     refused = _not_a_transformer(ctx)
@@ -280,6 +301,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     train_split = {"name": data.name, "train_images": data.train_images, "train_labels": data.train_labels,
                    "classes": list(data.classes), **stats}
     problems: list[str] = []
+    starved: list[str] = []  # why a measurement of the judge had no verdict
     with Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as trainer, \
             Sandbox(staged, limits, seed=options.child_seed, isolation=isolation) as judge:
         judge.start()
@@ -298,13 +320,17 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                 problems.append(f"the run asked for more than the {budget} evaluations its recipe plans")
                 return {"stop": True}
             weights = question.get("weights") if isinstance(question, dict) else None
-            if asked == 1:  # before the first step, whatever the child says
-                run.initial, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device,
-                                             data.test_images[first], data.test_labels[first])
-                if run.initial is None:
-                    problems.append(why)
-                return {"stop": run.initial is None}
-            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device)
+            try:
+                if asked == 1:  # before the first step, whatever the child says
+                    run.initial, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device,
+                                                 data.test_images[first], data.test_labels[first])
+                    if run.initial is None:
+                        problems.append(why)
+                    return {"stop": run.initial is None}
+                accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, device)
+            except _Undecided as e:
+                starved.append(str(e))
+                return {"stop": True}
             if accuracy is None:
                 problems.append(why)
                 return {"stop": True}
@@ -343,9 +369,12 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
             if shown.ok and _is_map(shown.value, torch.float32):
                 run.attention, run.image = shown.value, image.clone()
         refused = untrained_refusal(run.initial, data.num_classes, len(first)) or run.flagged
-        if best_weights is not None and not refused:
-            _, refused = _plausible(judge, ctx, model_kwargs, best_weights, max(run.measured), data, stats, device,
-                                    derive_seed(options.seed, f"plausible:{name}"))
+        if best_weights is not None and not refused and not starved:
+            try:
+                _, refused = _plausible(judge, ctx, model_kwargs, best_weights, max(run.measured), data, stats, device,
+                                        derive_seed(options.seed, f"plausible:{name}"))
+            except _Undecided as e:
+                starved.append(str(e))
     best = max(run.measured, default=0.0)
     during = [c for c in outcome.forbidden_calls if c.category in CHARGED]
     if during:
@@ -354,6 +383,19 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     if refused:
         run.message = f"not counted: {100 * best:.2f}% measured by the grader, but {refused}"
         return run, [CheckResult(n, False, run.message) for n in names]
+    if starved:
+        run.message = f"undecided: measuring the weights {starved[0]} ({100 * best:.2f}% measured so far); {UNDECIDED}"
+        return run, verdicts(run.message, undecided=True)
+    account = "" if run.history is None else (
+        f" (the run's own account: {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s of training on "
+        f"{run.history['device']}, stopped: {run.history['stop_reason']})")
+    guarded = guard_verdict(outcome, run.history, run.wall_seconds, time_limit, threads)
+    if guarded is not None:
+        undecided, why = guarded
+        done = f"after {run.history['epochs']:.2f} of its {recipe.train.epochs:g} epochs" if run.history else "before its budget"
+        run.message = (f"{'undecided' if undecided else 'too slow'}: the grader's time guard ({time_limit:g} s of "
+                       f"training) ended the run {done}, at {100 * best:.2f}% measured by the grader; {why}{account}")
+        return run, verdicts(run.message, undecided=undecided)
     if not outcome.ok:
         run.message = f"training failed: {outcome.error}"
         if run.measured:
@@ -367,11 +409,30 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     if problems:
         run.message += f"; the evaluation stopped the run: {problems[0]}"
     if run.history is not None:
-        run.message += (f" (the run's own account: {run.history['epochs']:.2f} epochs, {run.history['seconds']:.1f} s "
-                        f"of training on {run.history['device']}, stopped: {run.history['stop_reason']})")
+        run.message += account
         if run.history["stop_reason"] == "nan loss":
             run.message += "; the loss became NaN"
     return run, verdicts(run.message)
+
+
+def guard_verdict(outcome: Outcome, history: dict | None, wall_seconds: float, guard: float,
+                  threads: int) -> tuple[bool, str] | None:
+    """None when the training run ended on its own (the target, its budget, a crash); when the
+    grader's time ``guard`` ended it: (undecided, why). The guard is several times what the budget
+    needs, so a correct model meets it only on a machine too busy to give it a CPU: undecided
+    (``sandbox.starved_by``). A run that had the CPU and still ran out is too slow: failed."""
+    stopped = outcome.ok and history is not None and history["stop_reason"] == "time limit" and wall_seconds >= guard
+    if not stopped and outcome.kind != "starved":  # a "timeout" is one step that hung: a failure of its own
+        return None
+    if outcome.cpu is None:
+        return True, f"the grader cannot read how busy the machine was here; {UNDECIDED}"
+    running, waiting = outcome.cpu
+    if outcome.kind == "starved" or starved_by(outcome.cpu, wall_seconds, threads):
+        return True, (f"it had a CPU for {running:.0f} s and waited {waiting:.0f} s for one in {wall_seconds:.0f} s; "
+                      f"{UNDECIDED}")
+    return False, (f"the machine gave it the CPU ({running:.0f} s on a CPU in {wall_seconds:.0f} s, {waiting:.0f} s "
+                   "waiting for one): the model trains far more slowly than the kit's recipe expects (the reference "
+                   "needs a small part of the guard)")
 
 
 def evaluation_budget(recipe: Recipe) -> int:
@@ -427,6 +488,8 @@ def _accuracy(judge: Sandbox, ctx: Context, model_kwargs: dict, weights: object,
     images, labels = (data.test_images, data.test_labels) if images is None else (images, labels)
     outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, images, stats["mean"], stats["std"], device)
     ctx.forbidden += outcome.forbidden_calls
+    if outcome.kind == "starved":
+        raise _Undecided(outcome.error)
     if not outcome.ok:
         return None, f"evaluating the weights failed: {outcome.error}"
     logits, n = outcome.value, len(labels)
@@ -495,6 +558,8 @@ def _batch_sizes_agree(judge: Sandbox, ctx: Context, model_kwargs: dict, weights
         some = images if size > BATCH_IMAGES else images[:BATCH_IMAGES]
         outcome = judge.call(f"{PROBES}:logits", model_kwargs, weights, some, stats["mean"], stats["std"], device, size)
         ctx.forbidden += outcome.forbidden_calls
+        if outcome.kind == "starved":
+            raise _Undecided(outcome.error)
         if not outcome.ok or not isinstance(outcome.value, torch.Tensor) or tuple(outcome.value.shape[:1]) != (len(some),):
             return f"measuring it at batch size {size} failed: {outcome.error or 'logits of the wrong shape'}"
         rows[size] = outcome.value.double()
@@ -537,8 +602,9 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     run = TrainingRun(name)
     file = f"{name}.pt"
 
-    def verdicts(message: str, accuracy: float = 0.0, skipped: bool = False) -> list[CheckResult]:
-        return [CheckResult(n, accuracy >= t, message if accuracy < t else f"reached {100 * accuracy:.2f}%: {message}", skipped)
+    def verdicts(message: str, accuracy: float = 0.0, skipped: bool = False, undecided: bool = False) -> list[CheckResult]:
+        return [CheckResult(n, accuracy >= t, message if accuracy < t else f"reached {100 * accuracy:.2f}%: {message}", skipped,
+                            undecided)
                 for n, t in zip(names, recipe.thresholds)]
 
     refused = _not_a_transformer(ctx)
@@ -567,14 +633,19 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
         ctx.forbidden += loaded.forbidden_calls
         weights, fits, why = _checkpoint_weights(loaded, file, len(candidates))
         accuracy = train_accuracy = None
-        if weights is not None:
-            run.config = candidates[fits].name
-            model_kwargs = asdict(candidates[fits].model)
-            accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device)
-        refused = ""
-        if accuracy is not None:
-            train_accuracy, refused = _plausible(judge, ctx, model_kwargs, weights, accuracy, data, stats,
-                                                 options.device, derive_seed(options.seed, f"plausible:{name}"))
+        refused = starved = ""
+        try:
+            if loaded.kind == "starved":
+                raise _Undecided(loaded.error)
+            if weights is not None:
+                run.config = candidates[fits].name
+                model_kwargs = asdict(candidates[fits].model)
+                accuracy, why = _accuracy(judge, ctx, model_kwargs, weights, data, stats, options.device)
+            if accuracy is not None:
+                train_accuracy, refused = _plausible(judge, ctx, model_kwargs, weights, accuracy, data, stats,
+                                                     options.device, derive_seed(options.seed, f"plausible:{name}"))
+        except _Undecided as e:
+            starved, train_accuracy = str(e), None
         if train_accuracy is not None and not refused:
             shown = judge.call(f"{PROBES}:attention_map", model_kwargs, weights, data.test_images[0], stats["mean"],
                                stats["std"], options.device)
@@ -586,6 +657,9 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     if during:
         run.message = f"not counted: the model used {during[0].api} ({during[0].student_file}:{during[0].line})"
         return run, [CheckResult(n, False, run.message) for n in names]
+    if starved:
+        run.message = f"undecided: measuring {file} {starved}; {UNDECIDED}"
+        return run, verdicts(run.message, undecided=True)
     if accuracy is None:
         run.message = f"{file} not graded: {why}"
         return run, verdicts(run.message)

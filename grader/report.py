@@ -23,11 +23,12 @@ HTML = jinja2.Template("""<!doctype html>
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
-.pass { color: #17692b; } .fail { color: #a31515; } .skip { color: #777; }
+.pass { color: #17692b; } .fail { color: #a31515; } .skip { color: #777; } .undecided { color: #9a5b00; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: .3em 0; }
 img { max-width: 100%; }
 </style></head><body>
 <h1>{{ name }}: {{ "%.2f"|format(grade.score) }} / {{ "%.2f"|format(grade.max_score) }}</h1>
+{% if grade.undecided %}<p class="undecided"><strong>Not final:</strong> {{ undecided_note }}</p>{% endif %}
 <p>Kind: {{ grade.kind }} · seed {{ grade.seed }} · graded in {{ "%.1f"|format(grade.seconds) }} s</p>
 <h2>Per component</h2>
 <table><tr><th>component</th><th>score</th><th>checks passed</th></tr>
@@ -64,7 +65,17 @@ FAILURE_HTML = jinja2.Template("""<!doctype html>
 def _status(result) -> tuple[str, str]:
     if result.skipped:
         return "skipped", "skip"
+    if result.undecided:
+        return "undecided", "undecided"
     return ("passed", "pass") if result.passed else ("failed", "fail")
+
+
+def undecided_note(grade: Grade) -> str:
+    """What a grade with undecided checks means, for whoever reads it."""
+    n = len(grade.undecided)
+    return (f"{n} check{'s' if n > 1 else ''} undecided: the grading machine was too slow or too busy to decide "
+            f"{'them' if n > 1 else 'it'}, which is not a verdict on the code; grading it again decides "
+            f"{'them' if n > 1 else 'it'}")
 
 
 # Untrusted text (the name of a submission, a folder or a file, notes and messages that quote
@@ -145,14 +156,21 @@ def gradescope_results(grade: Grade) -> dict:
         score, worth = grade.score_of(r)
         check = CHECKS.get(r.name)
         said = said_once.get(r.name) or r.message or "passed"
-        tests.append({
+        test = {
             "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
             "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
             "output": (f"*{escape(check.description, 'md')}*\n\n" if check and check.description else "") + _md(said),
             "output_format": "md", "tags": [r.component],
             "visibility": grade.visibility.get(r.name, "visible"),
-        })
+        }
+        if r.undecided:  # neither passed nor failed: Gradescope has no third status, so none is given
+            del test["status"]
+            test["output"] = "**Undecided** (not a verdict on your code)\n\n" + test["output"]
+            test["extra_data"] = {"undecided": True}
+        tests.append(test)
     parts = [f"**Score: {grade.score:g} / {grade.max_score:g}**"]
+    if grade.undecided:
+        parts += ["", f"**Not final:** {undecided_note(grade)}."]
     if grade.training:
         parts += ["", "Training (accuracy measured by the grader on the test set):",
                   *(f"- {_training_summary(run)}" for run in grade.training)]
@@ -162,7 +180,7 @@ def gradescope_results(grade: Grade) -> dict:
         parts += ["", "Not run (worth no points here):", *not_run]
     results = {"score": grade.score, "execution_time": round(grade.seconds), "output": "\n".join(parts),
                "output_format": "md", "visibility": "visible", "stdout_visibility": "hidden",
-               "extra_data": {"max_score": grade.max_score, "kind": grade.kind},
+               "extra_data": {"max_score": grade.max_score, "kind": grade.kind, "status": grade.status},
                "tests": tests}
     board = leaderboard(grade)
     if board:
@@ -251,7 +269,7 @@ def failure_messages(grade: Grade) -> dict[str, str]:
 def check_rows(grade: Grade) -> list[dict]:
     """The checks for people: failed first, then passed, then not run; each with what it tests.
     A failure repeating an earlier one's message says so instead of repeating it."""
-    order = {"fail": 0, "pass": 1, "skip": 2}
+    order = {"fail": 0, "undecided": 1, "pass": 2, "skip": 3}
     rows, said_once = [], failure_messages(grade)
     for r in grade.results:
         score, worth = grade.score_of(r)
@@ -266,7 +284,8 @@ def check_rows(grade: Grade) -> list[dict]:
 def render_html(grade: Grade, name: str) -> str:
     forbidden = sorted({f"{c.api} at {c.student_file}:{c.line} in {c.function}" for c in grade.forbidden})
     return HTML.render(grade=grade, name=name, components=component_table(grade), rows=check_rows(grade),
-                       forbidden=forbidden, training=_training_figures(grade))
+                       forbidden=forbidden, training=_training_figures(grade),
+                       undecided_note=undecided_note(grade) if grade.undecided else "")
 
 
 def summary(grade: Grade, name: str) -> str:
@@ -276,9 +295,11 @@ def summary(grade: Grade, name: str) -> str:
         mark = "ok" if row["passed"] == row["total"] - row["skipped"] else "  "
         skipped = f", {row['skipped']} skipped" if row["skipped"] else ""
         lines.append(f"  {mark} {row['name']:<18} {row['score']:5.2f} / {row['max']:5.2f}   {row['passed']}/{row['total']} checks{skipped}")
+    if grade.undecided:
+        lines.append(f"  ?? not final: {undecided_note(grade)}")
     failed = [r for r in grade.results if not r.passed and not r.skipped]
     for r in failed[:12]:
-        lines.append(f"     x {r.name}: {r.message.splitlines()[0] if r.message else ''}"[:160])
+        lines.append(f"     {'?' if r.undecided else 'x'} {r.name}: {r.message.splitlines()[0] if r.message else ''}"[:160])
     if len(failed) > 12:
         lines.append(f"     ... and {len(failed) - 12} more failed checks (see the report)")
     off = [line for line in grade.isolation if re.search(r"\boff\b", line, re.IGNORECASE)]

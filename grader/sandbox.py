@@ -14,7 +14,7 @@ submission's namespace (``ns.VisionTransformer``, ``ns.modules["attention"]``; s
         report = box.start()            # import; report.value["names"] lists what was found
         outcome = box.call("grader.probes:attention_output", q, k, v)
 
-Failures never raise: the ``Outcome`` says what happened (``kind``: "timeout", "crash",
+Failures never raise: the ``Outcome`` says what happened (``kind``: "timeout", "starved", "crash",
 "memory", "exception", "import", "protocol"). After a timeout, a crash or a protocol error the
 child is killed and the next request transparently gets a fresh one (the submission is imported
 again, with the same seed). Between requests the child keeps its state (module globals), but
@@ -65,7 +65,12 @@ from grader.submission import (
 )
 from grader.wire import FROM_CHILD, HEADER, WireError, check, decode, encode
 
-KINDS = ("timeout", "crash", "memory", "exception", "import", "protocol")
+KINDS = ("timeout", "starved", "crash", "memory", "exception", "import", "protocol")
+# A request past its time limit was starved by the machine's other work, not slow, when its child
+# had a CPU for less than this share of the CPU time its threads were allowed and waited for one
+# longer than it had one: no verdict ("starved"), where a slow or stuck one is "timeout". Every
+# time limit is several times what correct code needs, so correct code meets it only far below this.
+STARVED_SHARE = 0.25
 _BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
          f"sys.path.insert(0, sys.argv[1]); import {jail.RUNNER_PACKAGE}.worker as w; "
          "w.spawn_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
@@ -108,6 +113,7 @@ class Outcome:
     forbidden_calls: list[ForbiddenCall] = field(default_factory=list)
     output: str = ""  # the tail of the student's stdout/stderr during this request
     update: object | None = None  # the last value the probe sent with worker.report(), also after a failure
+    cpu: tuple[float, float] | None = None  # the worker's seconds (on a CPU, waiting for one) during the request
 
 
 class SandboxError(Exception):
@@ -133,6 +139,7 @@ class _Reply:
     frames: list[list] = field(default_factory=list)  # student frames at the failure, outermost first
     forbidden: list[ForbiddenCall] = field(default_factory=list)
     culprit: str | None = None  # the student module whose import was running at the failure
+    cpu: tuple[float, float] | None = None  # (on a CPU, waiting for one) during the exchange, when readable
     update: object | None = None  # the last worker.report() value of this request
 
 
@@ -305,7 +312,8 @@ class Sandbox:
         for _attempt in range(len(self.staged.entry_modules) + 2):
             failure = self._launch()
             if failure is not None:
-                self._broken = Outcome(False, error=failure, kind="import", output=self._tail.since(mark))
+                kind, error = failure
+                self._broken = Outcome(False, error=error, kind=kind, output=self._tail.since(mark))
                 return self._broken
             message = {"type": "import", "seed": self.seed, "blocked": sorted(self._blocked)}
             reply, _ = self._request(message, self.limits.import_seconds)
@@ -314,8 +322,9 @@ class Sandbox:
                 return self._import_report(reply.result, forbidden, self._tail.since(mark))
             error = self._import_failure(reply)
             trace = self.tracebacks.frames_text(reply.frames, error)
-            if reply.culprit is None or reply.culprit in self._blocked or not first:
-                outcome = Outcome(False, error=error, kind="import", student_traceback=trace,
+            starved = reply.failure[0] == "starved"  # the machine's fault, not the module's: blocks nothing
+            if starved or reply.culprit is None or reply.culprit in self._blocked or not first:
+                outcome = Outcome(False, error=error, kind="starved" if starved else "import", student_traceback=trace,
                                   forbidden_calls=forbidden, output=self._tail.since(mark))
                 if first:
                     self._broken = outcome
@@ -328,6 +337,8 @@ class Sandbox:
         where = self.tracebacks.module_label(reply.culprit) if reply.culprit else "the submission"
         if kind == "timeout":
             text = f"{where} did not finish importing within {self.limits.import_seconds:g} s"
+        elif kind == "starved":
+            text = f"importing {where} {message}"
         else:
             text = f"{message} while importing {where}"
         own = self.tracebacks.own(reply.frames)
@@ -399,14 +410,15 @@ class Sandbox:
                 message = f"timed out after {limit:g} s"
             error = message + self.tracebacks.where(reply.frames)
             return Outcome(False, error=error, kind=kind, student_traceback=self.tracebacks.frames_text(reply.frames, message),
-                           forbidden_calls=forbidden, output=output, update=reply.update)
+                           forbidden_calls=forbidden, output=output, update=reply.update, cpu=reply.cpu)
         result = reply.result
         if result["ok"]:
-            return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output, update=reply.update)
+            return Outcome(True, value=result["value"], forbidden_calls=forbidden, output=output, update=reply.update,
+                           cpu=reply.cpu)
         record = result["error"]
         return Outcome(False, error=self.tracebacks.message(record, None), kind=record["kind"],
                        student_traceback=self.tracebacks.traceback(record), forbidden_calls=forbidden, output=output,
-                       update=reply.update)
+                       update=reply.update, cpu=reply.cpu)
 
     # -- child lifecycle -----------------------------------------------------------------------
 
@@ -447,8 +459,8 @@ class Sandbox:
             "fault_path": str(fault_path),
         }
 
-    def _launch(self) -> str | None:
-        """Start a child in the jail and wait for its hello; None, or why it could not start."""
+    def _launch(self) -> tuple[str, str] | None:
+        """Start a child in the jail and wait for its hello; None, or (kind, why it could not start)."""
         self._stop_child()
         self._generation += 1
         work = self._workspace()
@@ -483,7 +495,7 @@ class Sandbox:
                 os.close(fd)
             if group is not None:
                 group.close()
-            return f"the worker process could not be started ({exc})"
+            return "import", f"the worker process could not be started ({exc})"
         finally:
             for fd in (req_r, resp_w, out_w):
                 os.close(fd)
@@ -492,9 +504,11 @@ class Sandbox:
         self._child = Child(proc, req_w, resp_r, out_r, fault_path, group)
         reply = self._exchange(None, self.limits.startup_seconds)
         if reply.failure is not None:
+            kind, said = reply.failure
             memory = f" (is the memory limit of {self.limits.memory_bytes / 2**30:.2f} GiB too small?)" \
-                if self.limits.memory_bytes else ""
-            return f"the worker did not start: {reply.failure[1]}{memory}"
+                if self.limits.memory_bytes and kind != "starved" else ""
+            return ("starved" if kind == "starved" else "import"), f"the worker did not start: {said}{memory}"
+        self._child.worker_pid = self._child.python_pid()  # found once: what the student starts comes later
         return None
 
     def _stop_child(self) -> None:
@@ -524,7 +538,9 @@ class Sandbox:
         """Send ``message`` (None: just wait for the hello) and read until its result."""
         child = self._child
         reply = _Reply()
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        before = child.cpu_demand() if message is not None else (0.0, 0.0)
         try:
             if message is not None:
                 self._send(child, encode(message), deadline)
@@ -555,12 +571,16 @@ class Sandbox:
                     return reply
                 elif kind == "result" and message is not None and frame["id"] == message["id"]:
                     reply.result = frame
+                    if time.monotonic() - started >= 1.0:  # a long request (training): its account, for the guard
+                        reply.cpu = _spent(child, before)
                     return reply
                 else:
                     raise _Violation(f"unexpected {kind} message")
         except _Timeout:
+            reply.cpu = _spent(child, before)
+            starved = starved_by(reply.cpu, timeout, self.limits.threads)
             reply.frames = self._dump_stack(child)
-            self._fail(reply, "timeout", f"timed out after {timeout:g} s")
+            self._fail(reply, *(("starved", starved) if starved else ("timeout", f"timed out after {timeout:g} s")))
         except (EOFError, BrokenPipeError):
             self._fail(reply, *self._exit_reason(child))
             reply.frames = self._frames_after_crash(child)
@@ -654,6 +674,31 @@ class Sandbox:
                 return "crash", "the process crashed with a segmentation fault (SIGSEGV)"
             return "crash", f"the process was killed by {name}"
         return "crash", f"the process exited (code {code})"
+
+
+def _spent(child: Child, before: tuple[float, float] | None) -> tuple[float, float] | None:
+    """(CPU seconds the child's tree used, seconds its worker waited for a CPU) since ``before``, a
+    reading of ``Child.cpu_demand``. The tree's other processes count whole: CPU they used at any
+    time counts against a claim of starvation, never for it."""
+    after = child.cpu_demand()
+    if before is None or after is None:
+        return None
+    return max(0.0, after[0] - before[0]) + child.others_cpu(), max(0.0, after[1] - before[1])
+
+
+def starved_by(cpu: tuple[float, float] | None, seconds: float, threads: int) -> str:
+    """Why work that ran out of its ``seconds`` was starved by the machine's other work rather than
+    slow or stuck ("" if it was not, or if the scheduler's account could not be read), from its
+    ``cpu`` (``_spent``) and the ``threads`` it was allowed. A child cannot starve itself into
+    this: its own threads and processes waiting for each other use the CPU they wait for."""
+    if cpu is None:
+        return ""
+    running, waiting = cpu
+    wanted = running + waiting  # a stuck child (a sleep, a deadlock) wanted little: it timed out
+    if wanted < STARVED_SHARE * seconds or waiting <= running or running >= STARVED_SHARE * threads * seconds:
+        return ""
+    return (f"did not finish within {seconds:g} s, but it had a CPU for only {running:.1f} s of them and waited "
+            f"{waiting:.1f} s for one: the grading machine was too busy to decide (undecided: grade it again)")
 
 
 def _may_alias(stem: str) -> bool:

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.batch import (Row, grade_entry, grade_key, is_class_folder, kit_version, reused_row, rubric_total,
+from grader.batch import (Row, grade_entry, grade_key, is_class_folder, kit_version, reused_row, rubric_total, saved_row,
                           submission_entries, unique_names, write_gradebook, write_index)
 from grader.grade import GradeOptions, missing_data
 from grader.rubric import RubricError, load_rubric
@@ -205,7 +205,7 @@ def merge_main(args: argparse.Namespace) -> int:
     """After the array: the gradebook and the index page from every submission's saved row."""
     rows = []
     for entry in read_manifest(args.manifest):
-        row = reused_row(args.out / entry.name, entry.key)
+        row = saved_row(args.out / entry.name, entry.key)
         rows.append(dataclasses.replace(row, reused=False) if row is not None else
                     Row(entry.name, "grader-error", message=f"no signed result: its Slurm task did not finish (see slurm/task-{entry.index // args.chunk}.log), "
                                                  "or the nodes do not share ~/.cache/vitkit with this one"))
