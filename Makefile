@@ -66,9 +66,9 @@ template: setup
 handout: setup
 	$(PY) -m course.handout --torch-spec "$(TORCH_SPEC)"
 
-## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR; TRAINING=checkpoint: grade submitted weights, CIFAR-10 too)
+## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR; TRAINING=checkpoint: grade submitted weights, CIFAR-10 too; TORCH_WHEEL=file carries torch, TORCH_INDEX=url takes it from another index than PyPI)
 autograder: setup
-	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
+	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated) $(if $(TORCH_INDEX),--torch-index "$(TORCH_INDEX)") $(if $(TORCH_WHEEL),--torch-wheel "$(TORCH_WHEEL)")
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup jail

@@ -3,12 +3,13 @@ Gradescope's layout, ready to upload as the assignment's autograder.
 
 At the archive's root (Gradescope unpacks it into ``/autograder/source``):
 
-- ``setup.sh``: run once as root when Gradescope builds the image: bubblewrap (the jail) where
-  apt has it, a virtual environment in ``/autograder/venv``, the pinned CPU build of torch, and
+- ``setup.sh``: run once as root when Gradescope builds the image, stopping on any error:
+  bubblewrap (the jail), a virtual environment in ``/autograder/venv``, the pinned torch (from a
+  wheel the bundle carries, else the standard package index or the one the instructor named), and
   the kit from its wheel (not editable);
 - ``run_autograder``: grades ``/autograder/submission`` into ``/autograder/results/results.json``
   (``python -m grader.gradescope``), always writing results.json;
-- ``wheels/``: the kit's wheel, built now from this checkout;
+- ``wheels/``: the kit's wheel, built now from this checkout (and torch's, with ``--torch-wheel``);
 - ``data/mnist/``: the four MNIST files, taken from the data directory now, checked by loading them;
 - with ``--training checkpoint`` (the students submit the weights they trained, so that
   Gradescope's CPUs can grade CIFAR-10): ``data/cifar10/{train,test}.npz``, the test split and
@@ -33,25 +34,27 @@ import numpy as np
 from grader.grade import TRAIN_SAMPLE
 from reference.data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, mnist_files
 
-# Where Gradescope's image gets a CPU-only torch (PyPI's Linux wheel would pull CUDA: gigabytes).
-TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 # Training seconds per submission on Gradescope: the reference needs about 12 s on 2 cores, so about
 # 50 s on the default half CPU; a slower correct model still gets 4x that, and the whole run stays
 # inside Gradescope's default 10 minutes (course.bench prints the measured figures).
 TIME_LIMIT = 240
 
 SETUP_SH = """#!/usr/bin/env bash
-# Run once by Gradescope, as root, when it builds the autograder image.
+# Run once by Gradescope, as root, when it builds the autograder image. Every step shows what it
+# says, and a failure stops the build: an image without the jail or torch would grade nobody.
 set -euo pipefail
 cd /autograder/source
-# the jail (bubblewrap) and venv; grading works without bubblewrap, and the report says what is not isolated
-apt-get install -y -qq bubblewrap python3-venv >/dev/null 2>&1 || apt-get install -y -qq python3-venv || true
+if ! command -v bwrap >/dev/null || ! python3 -c "import ensurepip" 2>/dev/null; then
+    apt-get update
+    apt-get install -y --no-install-recommends bubblewrap python3-venv
+fi
 python3 -m venv /autograder/venv
-/autograder/venv/bin/pip install --quiet --upgrade pip
-# VITKIT_TORCH_INDEX= (empty) takes torch from pip's own configuration (a mirror, wheels on disk)
+/autograder/venv/bin/pip install --upgrade pip
+# torch: the wheel in wheels/ when the bundle carries one (make autograder TORCH_WHEEL=...), else
+# {torch_source} (VITKIT_TORCH_INDEX names another index; empty: pip's own configuration)
 torch_index="${{VITKIT_TORCH_INDEX-{torch_index}}}"
-/autograder/venv/bin/pip install --quiet "{torch_spec}" ${{torch_index:+--index-url "$torch_index"}}
-/autograder/venv/bin/pip install --quiet wheels/*.whl
+/autograder/venv/bin/pip install --find-links wheels ${{torch_index:+--index-url "$torch_index"}} "{torch_spec}"
+/autograder/venv/bin/pip install wheels/vit_homework_kit-*.whl
 /autograder/venv/bin/python -c "import grader, torch; print('kit and torch', torch.__version__, 'installed')"
 """
 
@@ -85,8 +88,14 @@ WAIVER = ("# the instructor accepted grading without the jail (make autograder A
 
 
 def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mnist",
-          allow_unisolated: bool = False) -> Path:
-    """Lay the bundle out in ``root`` (the future /autograder/source) and return it."""
+          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None) -> Path:
+    """Lay the bundle out in ``root`` (the future /autograder/source) and return it. ``setup.sh``
+    takes torch from ``torch_wheel`` (carried in ``wheels/``), else from ``torch_index`` (empty:
+    the standard package index, PyPI), and nothing from any other host."""
+    if torch_wheel is not None and not (torch_wheel.is_file() and torch_wheel.name.startswith("torch-")
+                                        and torch_wheel.suffix == ".whl"):
+        raise BundleError(f"{torch_wheel} is not a torch wheel (torch-<version>-...whl): give the file pip "
+                          "would install on Gradescope's image (Linux x86_64, its Python)")
     try:
         files = mnist_files(data_dir)
         load_mnist(data_dir)  # the files are whole and readable, now rather than on every submission
@@ -99,7 +108,10 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
     if training == "checkpoint":
         _bundle_cifar10(root / "data" / "cifar10", data_dir)
     build_wheel(root / "wheels")
-    (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=TORCH_INDEX))
+    if torch_wheel is not None:
+        shutil.copyfile(torch_wheel, root / "wheels" / torch_wheel.name)
+    source = f"the index {torch_index}" if torch_index else "the standard package index (PyPI)"
+    (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=torch_index, torch_source=source))
     (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT,
                                                                waiver=WAIVER if allow_unisolated else ""))
     (root / "seed").write_text(f"{secrets.randbits(128)}\n")
@@ -123,10 +135,10 @@ def _bundle_cifar10(folder: Path, data_dir: str | None) -> None:
 
 
 def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str = "mnist",
-          allow_unisolated: bool = False) -> Path:
+          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None) -> Path:
     """Write ``dist/<assignment>-autograder.zip`` and return its path."""
     with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
-        root = stage(Path(tmp), torch_spec, data_dir, training, allow_unisolated)
+        root = stage(Path(tmp), torch_spec, data_dir, training, allow_unisolated, torch_index, torch_wheel)
         write_zip(dist / f"{assignment}-autograder.zip", root, root)  # files at the zip's root, as Gradescope wants
     return dist / f"{assignment}-autograder.zip"
 
@@ -144,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-unisolated", action="store_true",
                         help="grade even where the container cannot run the jail (otherwise every submission gets "
                              "'the autograder is misconfigured'): the student's code then runs as root")
+    parser.add_argument("--torch-index", default="", help="the package index setup.sh takes torch from (default: "
+                        "the standard one, PyPI, whose Linux torch brings CUDA libraries; "
+                        "https://download.pytorch.org/whl/cpu is PyTorch's CPU-only index)")
+    parser.add_argument("--torch-wheel", type=Path, default=None,
+                        help="a torch wheel the bundle carries, so that setup.sh downloads no torch")
     args = parser.parse_args(argv)
     print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
     try:
-        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training, args.allow_unisolated)
+        archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training, args.allow_unisolated,
+                        args.torch_index, args.torch_wheel)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -405,7 +405,8 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         if outcome.student_traceback:
             run.message += "\n" + outcome.student_traceback
         return run, verdicts(run.message)
-    run.message = f"{100 * best:.2f}% test accuracy, measured by the grader from the trained weights"
+    run.message = (f"{100 * best:.2f}% test accuracy, measured by the grader from the trained weights, after "
+                   f"{run.wall_seconds:.1f} s of training timed by the grader (its evaluations included)")
     if problems:
         run.message += f"; the evaluation stopped the run: {problems[0]}"
     if run.history is not None:

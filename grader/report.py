@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -138,11 +139,25 @@ def _training_summary(run) -> str:
     return f"**{escape(run.recipe, 'md')}**: " + escape((run.message or "not run").splitlines()[0], "md")
 
 
-def gradescope_results(grade: Grade) -> dict:
+def _training_html(test: dict, figure: dict) -> None:
+    """A training test's output as HTML, with the run's curves and attention map embedded (the
+    student on Gradescope sees no report.html)."""
+    images = "".join(f'<p><img alt="{alt}" style="max-width: 100%" src="data:image/png;base64,{figure[key]}"></p>'
+                     for key, alt in (("curves", "training curves"), ("attention", "attention map of the first block"))
+                     if figure.get(key))
+    test["output"] = f"<pre>{html.escape(test['raw'])}</pre>{images}"
+    test["output_format"] = "html"
+
+
+def gradescope_results(grade: Grade, figures: list[dict] | None = None) -> dict:
     """results.json as Gradescope reads it (``grader/results.schema.json``): one test per check
     that ran, numbered by component, tagged with it, its points and visibility from the rubric;
-    checks that did not run are listed in the overall output, not shown as failures. Students read
-    it: how their code was isolated, and the seed, are in report.html and the log only."""
+    checks that did not run are listed in the overall output, not shown as failures. The first
+    test of each training run shows its curves and attention map (``figures``, from
+    ``training_figures``). Students read it: how their code was isolated, and the seed, are in
+    report.html and the log only."""
+    figures = training_figures(grade) if figures is None else figures
+    shown = {f"training_{run.recipe}": figure for run, figure in zip(grade.training, figures)}
     tests, not_run = [], []
     components = [c for c in COMPONENTS if any(r.component == c for r in grade.results)]
     components += sorted({r.component for r in grade.results} - set(components))
@@ -167,6 +182,12 @@ def gradescope_results(grade: Grade) -> dict:
             del test["status"]
             test["output"] = "**Undecided** (not a verdict on your code)\n\n" + test["output"]
             test["extra_data"] = {"undecided": True}
+        figure = shown.pop(r.component, None)
+        if figure is not None and (figure["curves"] or figure["attention"]):
+            test["raw"] = ((f"{check.description}\n\n" if check and check.description else "")
+                           + ("Undecided (not a verdict on your code)\n\n" if r.undecided else "") + _visible(said, keep="\n\t"))
+            _training_html(test, figure)
+            del test["raw"]
         tests.append(test)
     parts = [f"**Score: {grade.score:g} / {grade.max_score:g}**"]
     if grade.undecided:
@@ -176,6 +197,9 @@ def gradescope_results(grade: Grade) -> dict:
                   *(f"- {_training_summary(run)}" for run in grade.training)]
     if grade.notes:
         parts += ["", "Notes:", *(f"- {escape(note, 'md')}" for note in grade.notes)]
+    if grade.dropped:
+        parts += ["", "Dropped from your notebook (only imports, definitions and simple constants are graded):",
+                  *(f"- {escape(line, 'md')}" for line in grade.dropped)]
     if not_run:
         parts += ["", "Not run (worth no points here):", *not_run]
     results = {"score": grade.score, "execution_time": round(grade.seconds), "output": "\n".join(parts),
@@ -189,11 +213,12 @@ def gradescope_results(grade: Grade) -> dict:
 
 
 def leaderboard(grade: Grade) -> list[dict]:
-    """MNIST's test accuracy and training time, both measured by the grader, for Gradescope's leaderboard."""
+    """MNIST's test accuracy and training time, both measured by the grader (the figures its
+    message gives), for Gradescope's leaderboard."""
     for run in grade.training:
         if run.recipe == "mnist" and run.measured:
             return [{"name": "MNIST accuracy (%)", "value": round(100 * max(run.measured), 2), "order": "desc"},
-                    {"name": "MNIST training (s)", "value": round(run.wall_seconds, 1), "order": "asc"}]
+                    {"name": "MNIST training, timed by the grader (s)", "value": round(run.wall_seconds, 1), "order": "asc"}]
     return []
 
 
@@ -234,7 +259,8 @@ def _reference_history(recipe: str) -> object:
         return None
 
 
-def _training_figures(grade: Grade) -> list[dict]:
+def training_figures(grade: Grade) -> list[dict]:
+    """Per training run: its title, message, and curves and attention map as base64 PNGs (or None)."""
     from reference.configs import get_recipe
     from reference.plotting import draw_attention, plot_history
     from reference.training import History
@@ -281,10 +307,10 @@ def check_rows(grade: Grade) -> list[dict]:
     return sorted(rows, key=lambda row: order[row["css"]])
 
 
-def render_html(grade: Grade, name: str) -> str:
+def render_html(grade: Grade, name: str, figures: list[dict] | None = None) -> str:
     forbidden = sorted({f"{c.api} at {c.student_file}:{c.line} in {c.function}" for c in grade.forbidden})
     return HTML.render(grade=grade, name=name, components=component_table(grade), rows=check_rows(grade),
-                       forbidden=forbidden, training=_training_figures(grade),
+                       forbidden=forbidden, training=training_figures(grade) if figures is None else figures,
                        undecided_note=undecided_note(grade) if grade.undecided else "")
 
 
@@ -357,11 +383,12 @@ def write_new(path: Path, text: str) -> None:
 
 def write_reports(grade: Grade, out_dir: Path, name: str) -> None:
     """OUT/<name>/results.json and report.html; a grader-error.txt of an earlier run is removed."""
-    results, html = json.dumps(gradescope_results(grade), indent=2) + "\n", render_html(grade, name)
+    figures = training_figures(grade)  # drawn once for both
+    results, page = json.dumps(gradescope_results(grade, figures), indent=2) + "\n", render_html(grade, name, figures)
     _real_dir(out_dir)
     _remove(out_dir / "grader-error.txt")
     write_new(out_dir / "results.json", results)
-    write_new(out_dir / "report.html", html)
+    write_new(out_dir / "report.html", page)
 
 
 def write_failure(out_dir: Path, name: str, max_score: float, output: str, details: str | None = None) -> None:

@@ -354,7 +354,8 @@ def _stage_notebook(path: Path, package_dir: Path, max_bytes: int) -> StagedSubm
     dst.write_text(code.source, encoding="utf-8")
     notes = [f"code cells of {path.name} were reduced to definitions in {dst.name}"]
     if code.dropped:
-        notes.append(f"{len(code.dropped)} piece(s) of notebook code were dropped (see `dropped`)")
+        notes.append(f"{len(code.dropped)} piece(s) of notebook code were dropped: only imports, definitions and simple "
+                     "constants are graded (each is listed with the report)")
     return StagedSubmission(
         "notebook", path, package_dir, [dst], entry_modules=[NOTEBOOK_MODULE], dropped=code.dropped,
         notes=notes, cell_spans=code.spans, notebook_name=path.name,

@@ -63,7 +63,37 @@ def test_the_bundle_is_in_gradescopes_layout(bundle: Path) -> None:
     assert [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
     with zipfile.ZipFile(bundle) as zf:
         setup = zf.read("setup.sh").decode()
-    assert '"torch==2.13.0" ${torch_index:+--index-url' in setup and "pip install --quiet wheels/*.whl" in setup
+    assert setup.splitlines()[3] == "set -euo pipefail" and "/dev/null 2>&1 ||" not in setup and "|| true" not in setup
+    assert 'torch_index="${VITKIT_TORCH_INDEX-}"' in setup and "https://" not in setup  # no host but the standard index
+    assert '--find-links wheels ${torch_index:+--index-url "$torch_index"} "torch==2.13.0"' in setup
+
+
+def test_setup_stops_and_shows_why_when_a_step_fails(bundle: Path, tmp_path: Path) -> None:
+    """No bubblewrap, and apt cannot install it: the build of the image fails, saying apt's error."""
+    with zipfile.ZipFile(bundle) as zf:
+        setup = zf.read("setup.sh").decode().replace("/autograder", str(tmp_path / "autograder"))
+    (tmp_path / "autograder" / "source").mkdir(parents=True)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "python3").symlink_to(shutil.which("python3"))
+    (tools / "apt-get").write_text("#!/bin/sh\necho 'E: Unable to locate package bubblewrap' >&2\nexit 100\n")
+    (tools / "apt-get").chmod(0o755)
+    done = subprocess.run([shutil.which("bash"), "-c", setup], env={"PATH": str(tools)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 100 and "Unable to locate package bubblewrap" in done.stderr
+    assert not (tmp_path / "autograder" / "venv").exists()  # nothing after the failed step
+
+
+def test_the_bundle_carries_a_torch_wheel_or_names_another_index(tmp_path: Path) -> None:
+    data = str(make_mnist_dir(tmp_path / "data", 64, 16))
+    wheel = tmp_path / "torch-2.13.0-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"a wheel")
+    root = autograder.stage(tmp_path / "a", "torch==2.13.0", data, torch_wheel=wheel)
+    assert (root / "wheels" / wheel.name).read_bytes() == b"a wheel"
+    cpu = "https://download.pytorch.org/whl/cpu"
+    root = autograder.stage(tmp_path / "b", "torch==2.13.0", data, torch_index=cpu)
+    assert f'torch_index="${{VITKIT_TORCH_INDEX-{cpu}}}"' in (root / "setup.sh").read_text()
+    with pytest.raises(autograder.BundleError, match="is not a torch wheel"):
+        autograder.stage(tmp_path / "c", "torch==2.13.0", data, torch_wheel=tmp_path / "numpy.whl")
 
 
 def submit_reference(folder: Path) -> None:

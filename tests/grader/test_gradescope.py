@@ -10,7 +10,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
+from grader.checklib import CheckResult
 from grader.grade import GradeOptions, TrainingRun, grade_submission
 from grader.report import _md, escape, failure_results, gradescope_results
 from grader.rubric import RubricError, read_rubric
@@ -69,7 +71,25 @@ def test_training_is_summarised_and_on_the_leaderboard(reference_grade) -> None:
     results = check_gradescope_results(gradescope_results(grade))
     assert "- **mnist**: 95.10% test accuracy, measured by the grader" in results["output"]
     assert results["leaderboard"] == [{"name": "MNIST accuracy (%)", "value": 95.1, "order": "desc"},
-                                      {"name": "MNIST training (s)", "value": 23.5, "order": "asc"}]
+                                      {"name": "MNIST training, timed by the grader (s)", "value": 23.5, "order": "asc"}]
+
+
+def test_the_training_test_shows_the_curves_and_attention_map_and_the_notebooks_losses(reference_grade) -> None:
+    """On Gradescope students see no report.html: what it shows about training and a notebook is in results.json."""
+    history = {"epoch": [0.5, 1.0], "test_accuracy": [0.9, 0.95], "train_loss": [0.5, 0.2], "train_seconds": [5.0, 5.0],
+               "eval_seconds": [0.5, 0.5], "step_loss": [0.6, 0.2], "stop_reason": "target reached", "device": "cpu",
+               "epochs": 1.0, "seconds": 10.0}
+    run = TrainingRun("mnist", "mnist", history=history, attention=torch.rand(4, 17, 17).softmax(-1),
+                      image=torch.randint(0, 255, (1, 28, 28), dtype=torch.uint8), measured=[0.9, 0.95],
+                      message="<script>x</script> 95.00% test accuracy")
+    mnist = CheckResult("training_mnist:94%", True, "reached 95.00%")
+    grade = dataclasses.replace(reference_grade, training=[run], results=[*reference_grade.results, mnist],
+                                dropped=["cell 3: print(model) (a call)"])
+    results = check_gradescope_results(gradescope_results(grade))
+    [test] = [t for t in results["tests"] if t["name"] == "training_mnist:94%"]
+    assert test["output_format"] == "html" and test["output"].count('src="data:image/png;base64,') == 2
+    assert "<script>" not in test["output"]  # the student's text is escaped, only our tags are HTML
+    assert "cell 3: print(model) (a call)" in results["output"] and "Dropped from your notebook" in results["output"]
 
 
 def test_a_failure_follows_the_format_too() -> None:
