@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,7 @@ class Child:
 
     def kill(self) -> None:
         if self.exit_code is None:  # never signal a pid that may have been reused
+            below = descendants(self.pid)
             try:
                 os.killpg(self.pid, signal.SIGKILL)
             except OSError:  # not yet its own process group (just started): the process alone
@@ -135,6 +137,7 @@ class Child:
                 except OSError:
                     pass
             self.wait(5.0)
+            reap(below)
 
     def close_pipes(self) -> None:
         for fd in (self.req_w, self.resp_r, self.out_r):
@@ -208,6 +211,42 @@ def scheduler_seconds(pid: int) -> tuple[float, float] | None:
         except (OSError, ValueError, IndexError):
             continue  # a thread that ended meanwhile
     return (running / 1e9, waiting / 1e9) if read else None
+
+
+def reap(pids: list[int]) -> None:
+    """Collect those of ``pids`` (a killed child's tree) that died as our children: where this
+    process is a subreaper (``become_subreaper``), bwrap's inner process outlives its parent by an
+    instant and would stay a zombie. Only these pids: other children are their owners' to wait for."""
+    for pid in pids:
+        for _ in range(50):  # it is dying: SIGKILL was sent to its group
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours (its parent reaped it) or already collected
+                break
+            if done:
+                break
+            time.sleep(0.01)
+
+
+def run_reaped(command: list[str], timeout: float, **popen: object) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` that also collects the processes
+    the command started and left to us as zombies (bwrap's inner process, where this process is a
+    subreaper): their pids are noted while it runs. TimeoutExpired after ``timeout`` seconds."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as proc:
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen.update(descendants(proc.pid))
+            time.sleep(0.02)
+        try:
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            reap(sorted(seen))
+            raise
+    reap(sorted(seen))
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def process_cpu(pid: int) -> float:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader import cgroups
+from grader.children import run_reaped
 
 # The uid the child drops to when the grader runs as root: not a user of the system, so that
 # RLIMIT_NPROC (counted per uid) caps the child's own processes and threads only.
@@ -231,7 +232,7 @@ def _trial(isolation: Isolation) -> str:
                            read_only=[], writable=[])
     env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, cwd="/")
+        done = run_reaped(command, 60, env=env, cwd="/")
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap did not start here ({exc})"
     if done.returncode != 0:

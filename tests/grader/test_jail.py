@@ -150,3 +150,33 @@ def test_remove_tree_removes_any_depth_and_follows_no_link(tmp_path: Path) -> No
         os.chdir(here)
     remove_tree(root)
     assert not root.exists() and (keep / "file").read_text() == "kept"
+
+
+REAPED = '''
+import json, os, sys, tempfile
+from pathlib import Path
+from grader import jail
+from grader.children import become_subreaper, children_of
+from grader.sandbox import Limits, Sandbox
+from grader.submission import stage_submission
+become_subreaper()  # as a process that also grades without the jail is: orphans come to it
+jail.detect()  # its trial child is jailed too
+with tempfile.TemporaryDirectory() as work:
+    box = Sandbox(stage_submission(Path(sys.argv[1]), Path(work)), Limits(call_seconds=1.0))
+    box.start()
+    box.close()
+states = [open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] for p in children_of(os.getpid())]
+print(json.dumps(states))
+'''
+
+
+@needs_jail
+def test_no_jailed_child_is_left_a_zombie_even_where_the_grader_is_a_subreaper(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", REAPED, str(FIXTURES / "misbehave.py")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []  # no child left, zombie or alive
