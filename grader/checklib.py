@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grader.integrity import ATTENTION, CNN, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
@@ -206,22 +205,52 @@ def is_student_class(classes: Any, name: str) -> bool:
         for c in classes)
 
 
-def layer_norm_affine(x: Tensor, out: Any) -> tuple[Tensor, Tensor] | None:
-    """(weight, bias) when ``out`` is LayerNorm of ``x`` over the last axis with some per-feature
-    affine map, whatever the module's class or parameter names; else None. The affine map is
-    fitted per feature by least squares from the module's own output, then checked."""
+EPS_RANGE = (1e-12, 1e-5)  # a LayerNorm's eps as Hugging Face (1e-12), timm (1e-6) and PyTorch (1e-5) write it
+
+
+@dataclass(frozen=True)
+class LayerNormFit:
+    """What a module computes when it is a LayerNorm over the last axis: its per-feature scale and
+    shift, and the eps under the square root."""
+
+    weight: Tensor  # (D,)
+    bias: Tensor  # (D,)
+    eps: float
+
+
+def layer_norm_affine(x: Tensor, out: Any, eps: float | None = None) -> LayerNormFit | None:
+    """The LayerNorm over the last axis that ``out`` is of ``x``, whatever the module's class or
+    parameter names; else None. The per-feature affine map is fitted by least squares from the
+    module's own output; ``eps`` is the module's own (read from an nn.LayerNorm) or, when None,
+    fitted from the rows of small variance. Either way it must lie in EPS_RANGE."""
     if not isinstance(out, Tensor) or tuple(out.shape) != tuple(x.shape) or not out.dtype.is_floating_point:
         return None
-    z = F.layer_norm(x.double(), x.shape[-1:]).reshape(-1, x.shape[-1])  # (N, D)
-    y = out.detach().double().reshape(-1, x.shape[-1])
-    zc, yc = z - z.mean(0), y - y.mean(0)
-    weight = (zc * yc).sum(0) / (zc * zc).sum(0).clamp_min(1e-12)
-    bias = y.mean(0) - weight * z.mean(0)
-    try:
-        compare(y, z * weight + bias, "layer norm")
-    except CheckFailed:
+    x2 = x.detach().double().reshape(-1, x.shape[-1])  # (N, D)
+    y = out.detach().double().reshape(-1, x.shape[-1])  # (N, D)
+    centred, var = x2 - x2.mean(-1, keepdim=True), x2.var(-1, unbiased=False, keepdim=True)  # (N, D), (N, 1)
+
+    def affine(e: float, rows: Tensor) -> tuple[Tensor, Tensor]:
+        z = centred[rows] / (var[rows] + e).sqrt()  # (n, D)
+        zc, yc = z - z.mean(0), y[rows] - y[rows].mean(0)
+        weight = (zc * yc).sum(0) / (zc * zc).sum(0).clamp_min(1e-12)
+        return weight, y[rows].mean(0) - weight * z.mean(0)
+
+    every = torch.ones(len(y), dtype=torch.bool)
+    if eps is None:  # y - bias = weight * centred / sqrt(var + eps): each row's scale gives var + eps
+        eps, rows = EPS_RANGE[1], var[:, 0] >= 0.1 * var.max()  # first the widest rows: there eps hardly shows
+        smallest = var[:, 0] <= var[:, 0].quantile(0.25)  # where eps shows; elsewhere rounding dominates
+        for _ in range(3):  # each pass refines the affine map with a better eps, and the eps with it
+            weight, bias = affine(eps, rows)
+            scaled = weight * centred  # (N, D)
+            inverse_std = (scaled * (y - bias)).sum(-1) / (scaled * scaled).sum(-1).clamp_min(1e-300)  # (N,)
+            estimates = inverse_std.clamp_min(1e-300).pow(-2) - var[:, 0]
+            eps, rows = float(estimates[smallest].median().clamp(*EPS_RANGE)), every
+    if not EPS_RANGE[0] <= eps <= EPS_RANGE[1]:
         return None
-    return weight.float(), bias.float()
+    weight, bias = affine(eps, every)
+    if not close(y, centred / (var + eps).sqrt() * weight + bias):
+        return None
+    return LayerNormFit(weight.float(), bias.float(), eps)
 
 
 def compare_any(actual: Any, expected: dict[str, Tensor], what: str) -> str:

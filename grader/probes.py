@@ -38,6 +38,13 @@ def _linear_info(module: nn.Module, name: str) -> dict[str, Any] | str:
     return {"in": layer.in_features, "out": layer.out_features, "bias": layer.bias is not None}
 
 
+def _layer_norm_eps(module: object) -> float | None:
+    """The eps of an nn.LayerNorm, as the module holds it; None for any other module (the parent
+    then fits it from what the module computes)."""
+    eps = getattr(module, "eps", None) if isinstance(module, nn.LayerNorm) else None
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+
 def _split(result: Any, return_attention: bool) -> tuple[Tensor, Tensor | None]:
     if return_attention:
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
@@ -128,21 +135,24 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
         attended = parts["attention"](parts["norm1"](x))
         mlp_out = parts["mlp"](parts["norm2"](x + attended))
         normed = {n: parts[n](x) for n in ("norm1", "norm2")}  # judged by what they compute, not their class
+        eps = {n: _layer_norm_eps(parts[n]) for n in ("norm1", "norm2")}
         after = parts["norm1"](x + parts["attention"](x))  # post-norm, for naming a wrong update
         other = {"post_norm": parts["norm2"](after + parts["mlp"](after)), "mlp(norm2(x))": parts["mlp"](normed["norm2"]),
                  "mlp(norm2(attended))": parts["mlp"](parts["norm2"](attended))}
     return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
-            "normed": normed, "other": other, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
+            "normed": normed, "eps": eps, "other": other, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
 
 
 def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
     return {"out": ns.patchify(images, patch_size)}
 
 
-def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
+def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None) -> dict:
     """Logits (train and eval mode), attention maps, which parameters got a gradient, which blocks
     ran, the weights, and the parts' outputs: ``tokens`` = embedding(patchify(images)) and
-    ``blocks_out`` = blocks(``blocks_in``), where ``blocks_in`` = [class; tokens] + pos."""
+    ``blocks_out`` = blocks(``blocks_in``), where ``blocks_in`` = [class; tokens] + pos; and what
+    each norm (``blocks.<i>.norm1``, ``blocks.<i>.norm2``, ``norm``) gives on ``norm_input``, with
+    its eps when it is an nn.LayerNorm."""
     model = ns.VisionTransformer(**kwargs)
     blocks = getattr(model, "blocks", None)
     block_list = list(blocks) if isinstance(blocks, nn.Sequential) else []
@@ -165,8 +175,12 @@ def vit(ns: Any, kwargs: dict, images: Tensor) -> dict:
             parts = {"tokens": tokens, "blocks_in": blocks_in, "blocks_out": blocks(blocks_in)}
             if isinstance(getattr(model, "norm", None), nn.Module):
                 parts["normed"] = model.norm(parts["blocks_out"])  # judged by what it computes
+        norms = {f"blocks.{i}.{n}": getattr(b, n, None) for i, b in enumerate(block_list) for n in ("norm1", "norm2")}
+        norms["norm"] = getattr(model, "norm", None)
+        normed = {path: {"out": m(norm_input), "eps": _layer_norm_eps(m)} for path, m in norms.items()
+                  if isinstance(m, nn.Module) and norm_input is not None}
     return {
-        "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts,
+        "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts, "norms": normed,
         "maps": [m for m in maps] if isinstance(maps, (list, tuple)) else maps,
         "no_grad": no_grad, "state": _state(model),
         "blocks": len(block_list), "block_classes": [_classes(b) for b in block_list],

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.checklib import (
+    EPS_RANGE,
     GELU_FORMS,
     CheckFailed,
     Context,
+    LayerNormFit,
     check,
     check_dropout,
-    close,
     class_name,
+    close,
     compare,
     compare_any,
     copy_to_mha,
@@ -88,6 +90,11 @@ def test_residual_block_residual_update(ctx: Context) -> None:
     }, "x <- x + attention(x, x, x); x <- x + mlp(x), with the block's own sub-modules")
 
 
+def _norm_fit(value: dict, x: torch.Tensor, name: str) -> LayerNormFit | None:
+    """The LayerNorm the block's ``name`` computes on ``x``, with its own eps where it is an nn.LayerNorm."""
+    return layer_norm_affine(x, (value.get("normed") or {}).get(name), (value.get("eps") or {}).get(name))
+
+
 @check("transformer_block:pre_norm_update", points=1.5, student=True)
 def test_transformer_block_pre_norm_update(ctx: Context) -> None:
     """TransformerBlock is pre-LayerNorm: x <- x + attention(norm1(x)); x <- x + mlp(norm2(x))."""
@@ -96,10 +103,9 @@ def test_transformer_block_pre_norm_update(ctx: Context) -> None:
     classes = value["classes"]
     expect(is_student_class(classes["attention"], "MultiHeadSelfAttention") and is_student_class(classes["mlp"], "FeedForwardBlock"),
            "attention must be your MultiHeadSelfAttention and mlp your FeedForwardBlock")
-    normed = value.get("normed") or {}
     for name in ("norm1", "norm2"):
-        expect(layer_norm_affine(x, normed.get(name)) is not None,
-               f"{name} must compute LayerNorm over the last axis (nn.LayerNorm(d_model), or your own equal to it)")
+        expect(_norm_fit(value, x, name) is not None, f"{name} must compute LayerNorm over the last axis with an eps "
+               f"from {EPS_RANGE[0]:g} to {EPS_RANGE[1]:g} (nn.LayerNorm(d_model), or your own equal to it)")
     other = value.get("other") or {}
     expect_update(value["out"], x + value["attended"] + value["mlp_out"], {
         "the norms come after the residual additions (post-norm); this block is pre-norm: x <- x + attention(norm1(x))":
@@ -123,14 +129,15 @@ def test_transformer_block_matches_pytorch(ctx: Context) -> None:
     s = value["state"]
     layer = nn.TransformerEncoderLayer(16, 4, 48, 0.0, activation="gelu", batch_first=True, norm_first=True)
     need(s, "mlp.fc1.weight", "mlp.fc2.weight", "attention.w_o.weight")
-    norms = [layer_norm_affine(x, (value.get("normed") or {}).get(n)) for n in ("norm1", "norm2")]
+    norms = [_norm_fit(value, x, n) for n in ("norm1", "norm2")]
     expect(all(n is not None for n in norms), "norm1/norm2 must compute LayerNorm over the last axis")
     with torch.no_grad():
         attn = {k[len("attention."):]: v for k, v in s.items() if k.startswith("attention.")}
         layer.self_attn.load_state_dict(copy_to_mha(attn, 16, 4, True).state_dict())
-        for (weight, bias), theirs in zip(norms, (layer.norm1, layer.norm2)):  # fitted from what the norms compute
-            theirs.weight.copy_(weight)
-            theirs.bias.copy_(bias)
+        for fit, theirs in zip(norms, (layer.norm1, layer.norm2)):  # fitted from what the norms compute
+            theirs.weight.copy_(fit.weight)
+            theirs.bias.copy_(fit.bias)
+            theirs.eps = fit.eps
         for ours, theirs in (("mlp.fc1", layer.linear1), ("mlp.fc2", layer.linear2)):
             theirs.weight.copy_(s[f"{ours}.weight"])
             theirs.bias.copy_(s[f"{ours}.bias"])

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grader.checklib import (
+    EPS_RANGE,
     Context,
+    LayerNormFit,
     check,
     compare,
     expect,
@@ -59,40 +61,69 @@ def _vit(ctx: Context, kwargs: dict = VIT_KWARGS, batch: int = 3) -> dict:
     key = f"vit{kwargs['image_size']}x{kwargs['in_channels']}"
     if key not in ctx.cache:
         images = ctx.randn(batch, kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
-        ctx.cache[key] = (ctx.run("vit", kwargs, images), images)
+        norm_input = _norm_input(ctx, kwargs["d_model"])
+        value = ctx.run("vit", kwargs, images, norm_input)
+        ctx.cache[key] = ({**value, "norm_input": norm_input}, images)  # the norms' outputs with their input
     return ctx.cache[key][0]
+
+
+def _norm_input(ctx: Context, d_model: int) -> Tensor:
+    """Rows of variance 1 down to 1e-8, where the eps of a LayerNorm shows: at the class token's
+    start (zeros + N(0, 0.02^2)) eps 1e-5 and 1e-12 differ by 1%."""
+    scale = torch.logspace(0, -4, 8).view(1, 8, 1)  # (1, R, 1)
+    return (ctx.randn(1, 8, d_model) + ctx.randn(1, 8, 1)) * scale  # (1, R, D): each row its own mean and spread
+
+
+def _vit_norms(value: dict) -> dict[str, LayerNormFit] | None:
+    """The LayerNorm each of the ViT's norms computes (its own eps, or fitted), by the interface's
+    path (``blocks.<i>.norm1``, ``norm``); None when one is not a LayerNorm."""
+    fits = {path: layer_norm_affine(value["norm_input"], record.get("out"), record.get("eps"))
+            for path, record in (value.get("norms") or {}).items() if isinstance(record, dict)}
+    return fits if fits and all(f is not None for f in fits.values()) else None  # type: ignore[return-value]
 
 
 def _vit_spec(value: dict) -> Tensor:
     """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
-    embedded patches and the blocks' output come from the child, the rest from the weights."""
+    embedded patches and the blocks' output come from the child, the rest from the weights and
+    what the norm computes."""
     parts, s = value["parts"], value["state"]
     needed = ("class_token", "pos_embedding", "head.weight", "head.bias")
     expect(bool(parts) and all(k in s for k in needed) and "normed" in parts,
            "the ViT lacks one of embedding, class_token, pos_embedding, blocks, norm, head")
-    affine = layer_norm_affine(parts["blocks_out"], parts["normed"])
-    expect(affine is not None, "norm must compute LayerNorm over the last axis (nn.LayerNorm(d_model), or your own equal to it)")
+    eps = getattr((_vit_norms(value) or {}).get("norm"), "eps", None)
+    norm = layer_norm_affine(parts["blocks_out"], parts["normed"], eps)
+    expect(norm is not None, f"norm must compute LayerNorm over the last axis with an eps from {EPS_RANGE[0]:g} to "
+                             f"{EPS_RANGE[1]:g} (nn.LayerNorm(d_model), or your own equal to it)")
     tokens = parts["tokens"]  # (B, N, D)
     blocks_in = torch.cat([s["class_token"].expand(tokens.size(0), -1, -1), tokens], dim=1) + s["pos_embedding"]
     compare(parts["blocks_in"], blocks_in, "the blocks' input [class; embedding(patches)] + pos")
     first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
-    weight, bias = affine  # type: ignore[misc]
-    return F.linear(F.layer_norm(first, first.shape[-1:], weight, bias), s["head.weight"], s["head.bias"])
+    return F.linear(F.layer_norm(first, first.shape[-1:], norm.weight, norm.bias, norm.eps), s["head.weight"], s["head.bias"])
 
 
-def _reference_logits(kwargs: dict, state: dict[str, Tensor], images: Tensor, gelu: str = "none") -> Tensor | None:
-    """The reference ViT with the student's weights and GELU form, when the weights load into it
-    exactly; else None."""
+def _reference_logits(kwargs: dict, value: dict, images: Tensor, gelu: str = "none") -> Tensor | None:
+    """The reference ViT with the student's weights, GELU form and LayerNorms (each norm's scale,
+    shift and eps as it computes them, whatever its parameter names), when the weights load into
+    it exactly; else None."""
     from reference.vit import VisionTransformer
 
+    norms = _vit_norms(value)
+    if norms is None:
+        return None
+    paths = tuple(f"{path}." for path in norms)
+    state = {k: v for k, v in value["state"].items() if not k.startswith(paths)}  # the norms' own names dropped
+    for path, fit in norms.items():
+        state.update({f"{path}.weight": fit.weight, f"{path}.bias": fit.bias})
     model = VisionTransformer(**kwargs)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError):
         return None
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.GELU):
             module.approximate = gelu
+        if isinstance(module, nn.LayerNorm):
+            module.eps = norms[name].eps
     with torch.no_grad():
         return model.eval()(images)
 
@@ -126,7 +157,7 @@ def test_vit_forward(ctx: Context) -> None:
         want = (batch, kwargs["num_classes"])
         expect(tuple(value["logits"].shape) == want, f"logits shape {tuple(value['logits'].shape)} for {size}, expected (B, num_classes) = {want}")
         compare(value["eval_logits"], _vit_spec(value), f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
-        expected = _reference_logits(kwargs, value["state"], images, ctx.cache.get("gelu", "none")) if parts_pass else None
+        expected = _reference_logits(kwargs, value, images, ctx.cache.get("gelu", "none")) if parts_pass else None
         if expected is not None:
             compare(value["eval_logits"], expected, f"logits vs the specified ViT with your weights, {size}")
 

@@ -1,7 +1,7 @@
 """Correct means full marks, on every seed: correct solutions written differently from the
-reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names, the
-class token and positional embedding started from N(0, 1)) are graded over five seeds and must
-all get identical, full scores."""
+reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names, a
+LayerNorm with eps 1e-6 or 1e-12, the class token and positional embedding started from N(0, 1))
+are graded over five seeds and must all get identical, full scores."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,6 +47,23 @@ VARIANTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, str]]] = {
     "tutorial_init": ({"vit.py": [
         ("torch.zeros(1, 1, d_model)", "torch.randn(1, 1, d_model)"),
         ("torch.randn(1, num_patches + 1, d_model) * 0.02", "torch.randn(1, num_patches + 1, d_model)")]}, {}),
+    # a LayerNorm's eps as timm (1e-6) and Hugging Face (1e-12) write it, everywhere the interface has one
+    "layer_norm_eps_timm": ({"blocks.py": [
+        ("self.norm1 = nn.LayerNorm(d_model)", "self.norm1 = nn.LayerNorm(d_model, eps=1e-6)"),
+        ("self.norm2 = nn.LayerNorm(d_model)", "self.norm2 = nn.LayerNorm(d_model, eps=1e-6)")],
+        "vit.py": [("self.norm = nn.LayerNorm(d_model)", "self.norm = nn.LayerNorm(d_model, eps=1e-6)")]}, {}),
+    "layer_norm_eps_hugging_face": ({"blocks.py": [
+        ("self.norm1 = nn.LayerNorm(d_model)", "self.norm1 = nn.LayerNorm(d_model, eps=1e-12)"),
+        ("self.norm2 = nn.LayerNorm(d_model)", "self.norm2 = nn.LayerNorm(d_model, eps=1e-12)")],
+        "vit.py": [("self.norm = nn.LayerNorm(d_model)", "self.norm = nn.LayerNorm(d_model, eps=1e-12)")]}, {}),
+    # the same eps in a LayerNorm of the student's own, with its own parameter names
+    "hand_layer_norm_eps_timm": ({"blocks.py": [
+        ("from torch import Tensor, nn", "import torch\nfrom torch import Tensor, nn"),
+        ("self.norm1 = nn.LayerNorm(d_model)", "self.norm1 = HandLayerNorm(d_model, eps=1e-6)"),
+        ("self.norm2 = nn.LayerNorm(d_model)", "self.norm2 = HandLayerNorm(d_model, eps=1e-6)")],
+        "vit.py": [("from .blocks import TransformerBlock", "from .blocks import HandLayerNorm, TransformerBlock"),
+                   ("self.norm = nn.LayerNorm(d_model)", "self.norm = HandLayerNorm(d_model, eps=1e-6)")]},
+        {"blocks.py": HAND_LAYER_NORM}),
     "einops": ({"vit.py": [
         ("import torch\n", "import torch\nfrom einops import rearrange\n"),
         ("    grid = images.reshape(B, C, H // P, P, W // P, P)  # (B, C, h, P, w, P)\n"
