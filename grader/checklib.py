@@ -189,12 +189,15 @@ def expect(condition: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def expect_linear(info: Any, name: str, in_features: int, out_features: int, bias: bool) -> None:
-    expect(isinstance(info, dict), f"`{name}` must be an nn.Linear, found {info}")
+def expect_linear(info: Any, name: str, in_features: int, out_features: int, bias: bool, role: str = "") -> None:
+    """CheckFailed unless the module's attribute ``name`` (described by the child: a dict for an
+    nn.Linear, else its type's name or "missing") is nn.Linear(in_features, out_features, bias)."""
+    wanted = f"`self.{name} = nn.Linear({in_features}, {out_features}, bias={bias})`"
+    said = f"the interface's {role or f'`{name}`'} is {wanted}"
+    expect(info != "missing", f"{said}; found no attribute `{name}` (an attribute, or a property returning the layer forward uses)")
+    expect(isinstance(info, dict), f"{said}; found a{'n' if str(info)[:1] in 'AEIOU' else ''} {info}")
     got = (info["in"], info["out"], info["bias"])
-    expect(got == (in_features, out_features, bias),
-           f"`{name}` must be nn.Linear({in_features}, {out_features}, bias={bias}), "
-           f"found in={got[0]}, out={got[1]}, bias={got[2]}")
+    expect(got == (in_features, out_features, bias), f"{said}; found in={got[0]}, out={got[1]}, bias={got[2]}")
 
 
 def is_student_class(classes: Any, name: str) -> bool:
@@ -285,7 +288,8 @@ def copy_to_mha(state: dict[str, Tensor], d_model: int, num_heads: int, bias: bo
 
 def need(state: dict[str, Tensor], *keys: str) -> None:
     missing = [k for k in keys if k not in state]
-    expect(not missing, f"parameters not found where the interface puts them: {', '.join(missing)}")
+    expect(not missing, f"parameters not found where the interface puts them: {', '.join(missing)} (the interface's "
+                        "attributes, or properties returning the layers forward uses; a fused projection is not the interface)")
 
 
 def close(actual: Any, expected: Tensor, same_nan: bool = False) -> bool:

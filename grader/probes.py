@@ -17,8 +17,35 @@ from torch import Tensor, nn
 from .worker import ask, report
 
 
-def _state(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+# The parameters each interface names, as paths of attributes.
+ATTENTION_PARAMS = tuple(f"{p}.{w}" for p in ("w_q", "w_k", "w_v", "w_o") for w in ("weight", "bias"))
+MLP_PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+BLOCK_PARAMS = (*(f"attention.{n}" for n in ATTENTION_PARAMS), *(f"mlp.{n}" for n in MLP_PARAMS))
+VIT_PARAMS = ("embedding.weight", "embedding.bias", "class_token", "pos_embedding", "head.weight", "head.bias")
+
+
+def _state(module: nn.Module, names: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """The module's ``state_dict``, and under each of ``names`` (``"w_q.weight"``) the tensor the
+    module's attributes lead to: a projection held in an nn.ModuleList behind a property is found
+    where the interface names it, whatever its key in the state_dict."""
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for name in names:
+        value = _attribute(module, name)
+        if isinstance(value, Tensor):
+            state[name] = value.detach().clone()
+    return state
+
+
+def _attribute(obj: object, path: str) -> object:
+    """``obj.a.b``, or ``obj.blocks[2]`` for a digit; None where the path leads nowhere."""
+    for part in path.split("."):
+        if part.isdigit():
+            obj = obj[int(part)] if isinstance(obj, (nn.Sequential, nn.ModuleList)) and int(part) < len(obj) else None
+        else:
+            obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
 
 
 def _classes(obj: object) -> list[list[str]] | str:
@@ -65,7 +92,7 @@ def single_head(ns: Any, d_model: int, q: Tensor, k: Tensor, v: Tensor, mask: Te
     with torch.no_grad():
         out, weights = _split(module(q, k, v, mask, return_attention=True), True)
         plain = module(q, k, v, mask)
-    return {"out": out, "weights": weights, "plain": plain, "state": _state(module),
+    return {"out": out, "weights": weights, "plain": plain, "state": _state(module, ("w_q.weight", "w_k.weight", "w_v.weight")),
             "linears": {n: _linear_info(module, n) for n in ("w_q", "w_k", "w_v")}}
 
 
@@ -73,7 +100,7 @@ def multihead(ns: Any, d_model: int, num_heads: int, x: Tensor, mask: Tensor | N
     module = ns.MultiHeadSelfAttention(d_model, num_heads, 0.0, bias).eval()
     with torch.no_grad():
         out, weights = _split(module(x, mask, return_attention=True), True)
-    return {"out": out, "weights": weights, "state": _state(module),
+    return {"out": out, "weights": weights, "state": _state(module, ATTENTION_PARAMS),
             "linears": {n: _linear_info(module, n) for n in ("w_q", "w_k", "w_v", "w_o")}}
 
 
@@ -101,7 +128,7 @@ def feedforward(ns: Any, d_model: int, d_hidden: int, x: Tensor) -> dict:
     module = ns.FeedForwardBlock(d_model, d_hidden).eval()
     with torch.no_grad():
         out = module(x)
-    return {"out": out, "state": _state(module),
+    return {"out": out, "state": _state(module, MLP_PARAMS),
             "linears": {n: _linear_info(module, n) for n in ("fc1", "fc2")}}
 
 
@@ -140,7 +167,7 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
         other = {"post_norm": parts["norm2"](after + parts["mlp"](after)), "mlp(norm2(x))": parts["mlp"](normed["norm2"]),
                  "mlp(norm2(attended))": parts["mlp"](parts["norm2"](attended))}
     return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
-            "normed": normed, "eps": eps, "other": other, "state": _state(block), "classes": {n: _classes(m) for n, m in parts.items()}}
+            "normed": normed, "eps": eps, "other": other, "state": _state(block, BLOCK_PARAMS), "classes": {n: _classes(m) for n, m in parts.items()}}
 
 
 def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
@@ -168,13 +195,16 @@ def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None)
     with torch.no_grad():
         eval_logits = model(images)
         maps = model.attention_maps(images)
-        parts = {}
+        parts, parts_error = {}, ""
         if block_list and all(hasattr(model, p) for p in ("embedding", "class_token", "pos_embedding")):
-            tokens = model.embedding(ns.patchify(images, kwargs["patch_size"]))  # (B, N, D)
-            blocks_in = torch.cat([model.class_token.expand(tokens.size(0), -1, -1), tokens], dim=1) + model.pos_embedding
-            parts = {"tokens": tokens, "blocks_in": blocks_in, "blocks_out": blocks(blocks_in)}
-            if isinstance(getattr(model, "norm", None), nn.Module):
-                parts["normed"] = model.norm(parts["blocks_out"])  # judged by what it computes
+            try:  # the interface's parts, called as the interface describes them
+                tokens = model.embedding(ns.patchify(images, kwargs["patch_size"]))  # (B, N, D)
+                blocks_in = torch.cat([model.class_token.expand(tokens.size(0), -1, -1), tokens], dim=1) + model.pos_embedding
+                parts = {"tokens": tokens, "blocks_in": blocks_in, "blocks_out": blocks(blocks_in)}
+                if isinstance(getattr(model, "norm", None), nn.Module):
+                    parts["normed"] = model.norm(parts["blocks_out"])  # judged by what it computes
+            except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
+                parts, parts_error = {}, f"{type(e).__name__}: {str(e)[:200]}"
         norms = {f"blocks.{i}.{n}": getattr(b, n, None) for i, b in enumerate(block_list) for n in ("norm1", "norm2")}
         norms["norm"] = getattr(model, "norm", None)
         normed = {path: {"out": m(norm_input), "eps": _layer_norm_eps(m)} for path, m in norms.items()
@@ -182,7 +212,8 @@ def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None)
     return {
         "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts, "norms": normed,
         "maps": [m for m in maps] if isinstance(maps, (list, tuple)) else maps,
-        "no_grad": no_grad, "state": _state(model),
+        "no_grad": no_grad, "parts_error": parts_error,
+        "state": _state(model, (*VIT_PARAMS, *(f"blocks.{i}.{n}" for i in range(len(block_list)) for n in BLOCK_PARAMS))),
         "blocks": len(block_list), "block_classes": [_classes(b) for b in block_list],
         "blocks_ran": sorted(set(ran)),
         "embedding": _linear_info(model, "embedding"),

@@ -81,7 +81,10 @@ class MultiHeadSelfAttention(nn.Module):
         bias: whether the four projections have a bias.
 
     Attributes:
-        w_q, w_k, w_v, w_o: ``nn.Linear(d_model, d_model, bias=bias)``.
+        w_q, w_k, w_v, w_o: ``nn.Linear(d_model, d_model, bias=bias)``, the layers forward uses
+        (attributes, or properties returning them, e.g. over an ``nn.ModuleList``). One fused
+        ``nn.Linear(d_model, 3 * d_model)`` for q, k and v is not this interface: the grader
+        refuses it.
 
     Raises:
         ValueError: if ``d_model`` is not divisible by ``num_heads``.

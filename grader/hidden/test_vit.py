@@ -86,6 +86,10 @@ def _vit_spec(value: dict) -> Tensor:
     """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
     embedded patches and the blocks' output come from the child, the rest from the weights and
     what the norm computes."""
+    expect(isinstance(value["embedding"], dict), "the interface's patch embedding is `self.embedding = nn.Linear(C*P*P, "
+           f"d_model)`, applied to patchify's output (B, N, C*P*P); found a {value['embedding']}")
+    expect(not value.get("parts_error"), "the ViT's parts, called as the interface describes them "
+           f"(embedding(patchify(images)), blocks, norm), failed: {value.get('parts_error')}")
     parts, s = value["parts"], value["state"]
     needed = ("class_token", "pos_embedding", "head.weight", "head.bias")
     expect(bool(parts) and all(k in s for k in needed) and "normed" in parts,
@@ -110,11 +114,12 @@ def _reference_logits(kwargs: dict, value: dict, images: Tensor, gelu: str = "no
     norms = _vit_norms(value)
     if norms is None:
         return None
-    paths = tuple(f"{path}." for path in norms)
-    state = {k: v for k, v in value["state"].items() if not k.startswith(paths)}  # the norms' own names dropped
+    model = VisionTransformer(**kwargs)
+    # The student's parameters under the interface's names (the probe found them through the
+    # attributes); the norms as they compute, whatever their parameters are called.
+    state = {k: value["state"][k] for k in model.state_dict() if k in value["state"]}
     for path, fit in norms.items():
         state.update({f"{path}.weight": fit.weight, f"{path}.bias": fit.bias})
-    model = VisionTransformer(**kwargs)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError):
@@ -132,7 +137,8 @@ def _reference_logits(kwargs: dict, value: dict, images: Tensor, gelu: str = "no
 def test_vit_interface(ctx: Context) -> None:
     """VisionTransformer has a linear patch embedding, a class token, a positional embedding and num_layers of your TransformerBlocks, all run in forward."""
     value = _vit(ctx)
-    expect_linear(value["embedding"], "embedding", 3 * 4 * 4, 16, True)
+    expect_linear(value["embedding"], "embedding", 3 * 4 * 4, 16, True,
+                  "patch embedding, applied to patchify's output (B, N, C*P*P),")
     expect(value["shapes"].get("class_token") == [1, 1, 16], f"class_token must be (1, 1, d_model), found {value['shapes'].get('class_token')}")
     expect(value["shapes"].get("pos_embedding") == [1, 5, 16], f"pos_embedding must be (1, N+1, d_model) = (1, 5, 16), found {value['shapes'].get('pos_embedding')}")
     students = all(is_student_class(c, "TransformerBlock") for c in value["block_classes"])

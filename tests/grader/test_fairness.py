@@ -1,7 +1,8 @@
 """Correct means full marks, on every seed: correct solutions written differently from the
 reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names, a
-LayerNorm with eps 1e-6 or 1e-12, the class token and positional embedding started from N(0, 1))
-are graded over five seeds and must all get identical, full scores."""
+LayerNorm with eps 1e-6 or 1e-12, projections in an nn.ModuleList behind properties, the class
+token and positional embedding started from N(0, 1)) are graded over five seeds and must all get
+identical, full scores."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,6 +65,15 @@ VARIANTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, str]]] = {
         "vit.py": [("from .blocks import TransformerBlock", "from .blocks import HandLayerNorm, TransformerBlock"),
                    ("self.norm = nn.LayerNorm(d_model)", "self.norm = HandLayerNorm(d_model, eps=1e-6)")]},
         {"blocks.py": HAND_LAYER_NORM}),
+    # the Annotated Transformer's style: four clones in an nn.ModuleList, named by properties
+    "projections_in_a_module_list": ({"attention.py": [
+        ("        self.w_q = nn.Linear(d_model, d_model, bias=bias)\n        self.w_k = nn.Linear(d_model, d_model, bias=bias)\n"
+         "        self.w_v = nn.Linear(d_model, d_model, bias=bias)\n        self.w_o = nn.Linear(d_model, d_model, bias=bias)\n",
+         "        self.linears = nn.ModuleList(nn.Linear(d_model, d_model, bias=bias) for _ in range(4))\n"),
+        ("    def forward(\n        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False\n",
+         "    w_q = property(lambda self: self.linears[0])\n    w_k = property(lambda self: self.linears[1])\n"
+         "    w_v = property(lambda self: self.linears[2])\n    w_o = property(lambda self: self.linears[3])\n\n"
+         "    def forward(\n        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False\n")]}, {}),
     "einops": ({"vit.py": [
         ("import torch\n", "import torch\nfrom einops import rearrange\n"),
         ("    grid = images.reshape(B, C, H // P, P, W // P, P)  # (B, C, h, P, w, P)\n"

@@ -40,6 +40,16 @@ CNN = '''    def forward(self, images: Tensor) -> Tensor:
 
     def unused_forward(self, images: Tensor) -> Tensor:'''
 
+FUSED_QKV = ("        self.w_q = nn.Linear(d_model, d_model, bias=bias)\n        self.w_k = nn.Linear(d_model, d_model, bias=bias)\n"
+             "        self.w_v = nn.Linear(d_model, d_model, bias=bias)\n",
+             "        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)\n")
+FUSED_SPLIT = ("        q, k, v = split_heads(self.w_q(x)), split_heads(self.w_k(x)), split_heads(self.w_v(x))\n",
+               "        q, k, v = (split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))\n")
+CONV_EMBEDDING = ("self.embedding = nn.Linear(in_channels * patch_size * patch_size, d_model)",
+                  "self.embedding = nn.Conv2d(in_channels, d_model, patch_size, stride=patch_size)")
+CONV_TOKENS = ("x = self.embedding(patchify(images, self.patch_size))  # (B, N, D)",
+               "x = self.embedding(images).flatten(2).transpose(1, 2)  # (B, N, D)")
+
 # name -> (file, [(old, new), ...], the one component that must lose points)
 CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "missing_scale": ("attention.py", [(" / math.sqrt(q.size(-1))", "")], "attention"),
@@ -85,6 +95,9 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "one_attention_map": ("vit.py", [("        return maps\n", "        return maps[:1]\n")], "vit"),
     "attention_weights_none": ("attention.py", [("        return (out, weights) if return_attention else out\n        # END SOLUTION\n\n\nclass MultiHeadSelfAttention",
                                                 "        return (out, None) if return_attention else out\n        # END SOLUTION\n\n\nclass MultiHeadSelfAttention")], "attention"),
+    # Other interfaces than the kit's: refused, saying which attribute the interface has.
+    "fused_qkv_projection": ("attention.py", [FUSED_QKV, FUSED_SPLIT], "multihead"),
+    "conv2d_patch_embedding": ("vit.py", [CONV_EMBEDDING, CONV_TOKENS], "vit"),
     "nan_output": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, 0])) * float(\"nan\")")], "vit"),
 }
 # Breakages of a whole module: the components defined in it (and those that import it) fail.
@@ -177,6 +190,18 @@ def test_messages_say_what_was_found(grades):
     assert any("memory" in r.message.lower() for r in grades["huge_allocation"].results if not r.passed)
     assert any("NaN" in r.message for r in grades["nan_output"].results if not r.passed)
 
+
+
+# another interface -> what each of its failed checks must say
+REFUSED = {"fused_qkv_projection": "`self.w_q = nn.Linear(",
+           "conv2d_patch_embedding": "the interface's patch embedding"}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_another_interface_is_refused_naming_the_interfaces_attribute(grades, name):
+    failed = [r.message for r in grades[name].results if not r.passed and not r.skipped]
+    assert failed and all(REFUSED[name] in m or "parameters not found where the interface puts them" in m for m in failed), failed
+    assert any(REFUSED[name] in m for m in failed) and not any("Sizes of tensors" in m for m in failed), failed
 
 
 # the mistake -> the cause the attention checks must name
