@@ -13,10 +13,12 @@ SEEDS ?= 10
 FIRST_SEED ?= 0
 SUBMISSION ?=
 OUT ?=
-TRAINING ?= mnist
+TRAINING ?=
 JOBS ?= 1
 FORCE ?=
 ALLOW_UNISOLATED ?=
+# The course file (points, visibility, training, guards): grade, autograder and handout read it.
+COURSE ?= course.toml
 
 data_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -64,11 +66,11 @@ template: setup
 
 ## handout: dist/vit-homework-handout.zip, all that students receive (template, notebooks, visible tests, README)
 handout: setup
-	$(PY) -m course.handout --torch-spec "$(TORCH_SPEC)"
+	$(PY) -m course.handout --torch-spec "$(TORCH_SPEC)" --course "$(COURSE)"
 
 ## autograder: dist/vit-homework-autograder.zip for Gradescope (setup.sh, run_autograder, the kit's wheel, MNIST from DATA_DIR; TRAINING=checkpoint: grade submitted weights, CIFAR-10 too; TORCH_WHEEL=file carries torch, TORCH_INDEX=url takes it from another index than PyPI)
 autograder: setup
-	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" $(data_flag) $(if $(filter checkpoint none,$(TRAINING)),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated) $(if $(TORCH_INDEX),--torch-index "$(TORCH_INDEX)") $(if $(TORCH_WHEEL),--torch-wheel "$(TORCH_WHEEL)")
+	$(PY) -m course.autograder --torch-spec "$(TORCH_SPEC)" --course "$(COURSE)" $(data_flag) $(if $(TRAINING),--training $(TRAINING)) $(if $(ALLOW_UNISOLATED),--allow-unisolated) $(if $(TORCH_INDEX),--torch-index "$(TORCH_INDEX)") $(if $(TORCH_WHEEL),--torch-wheel "$(TORCH_WHEEL)")
 
 ## bench: time the recipes to their grading thresholds over SEEDS seeds, and the grader, on this machine
 bench: setup jail
@@ -78,7 +80,7 @@ bench: setup jail
 
 ## grade: grade SUBMISSION (one path, several in quotes, or a class folder with one submission per entry; default: reference/ as a self-check); JOBS=N side by side, FORCE=1 regrades unchanged ones, ALLOW_UNISOLATED=1 grades where the jail cannot be had
 grade: setup jail
-	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --training $(TRAINING) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT)) --jobs $(JOBS) $(if $(FORCE),--force) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m grader $(SUBMISSION) --course "$(COURSE)" $(if $(TRAINING),--training $(TRAINING)) --device $(DEVICE) $(if $(OUT),--out $(OUT)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT)) --jobs $(JOBS) $(if $(FORCE),--force) $(if $(ALLOW_UNISOLATED),--allow-unisolated)
 
 ## check: the students' quick visible checks on SUBMISSION (default: student_template/)
 check: setup

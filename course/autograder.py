@@ -28,16 +28,13 @@ from pathlib import Path
 
 from course.archive import assignment_name, installed_torch, write_zip
 from course.handout import ASSIGNMENT
+from grader.course import COURSE_FILE, GRADESCOPE_DEFAULT_MINUTES, Course, read_course
+from grader.rubric import RubricError
 from course.wheel import REPO, build_wheel
 import numpy as np
 
 from grader.grade import TRAIN_SAMPLE
 from reference.data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, mnist_files
-
-# Training seconds per submission on Gradescope: the reference needs about 12 s on 2 cores, so about
-# 50 s on the default half CPU; a slower correct model still gets 4x that, and the whole run stays
-# inside Gradescope's default 10 minutes (course.bench prints the measured figures).
-TIME_LIMIT = 240
 
 SETUP_SH = """#!/usr/bin/env bash
 # Run once by Gradescope, as root, when it builds the autograder image. Every step shows what it
@@ -64,9 +61,10 @@ ROOT="${{VITKIT_AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{VITKIT_PYTHON:-/autograder/venv/bin/python}}"
 export VITKIT_GRADER_SEED="$(cat "$ROOT/source/seed")"
 {waiver}cd "$ROOT"
-# training stops after VITKIT_TIME_LIMIT seconds (default {time_limit}): the run fits Gradescope's timeout
+# the course file (source/course.toml) sets points, visibility and the training guard ({guard:.0f} s: its
+# share of Gradescope's timeout of {minutes:g} min); VITKIT_TIME_LIMIT overrides the guard
 "$PYTHON" -m grader.gradescope --root "$ROOT" --training "${{VITKIT_TRAINING:-{training}}}" --device cpu \\
-    --time-limit "${{VITKIT_TIME_LIMIT:-{time_limit}}}"
+    ${{VITKIT_TIME_LIMIT:+--time-limit "$VITKIT_TIME_LIMIT"}}
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then  # the grader could not even start: still a result
     mkdir -p "$ROOT/results"
@@ -75,6 +73,9 @@ if [ ! -s "$ROOT/results/results.json" ]; then  # the grader could not even star
 fi
 exit 0
 """
+
+
+BUNDLE_TRAINING = ("mnist", "none", "checkpoint")  # what Gradescope's CPUs can grade within its timeout
 
 
 class BundleError(ValueError):
@@ -87,11 +88,21 @@ WAIVER = ("# the instructor accepted grading without the jail (make autograder A
           "export VITKIT_ALLOW_UNISOLATED=1\n")
 
 
-def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mnist",
-          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None) -> Path:
+def stage(root: Path, torch_spec: str, data_dir: str | None, training: str | None = None,
+          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None,
+          course: Path | None = None) -> Path:
     """Lay the bundle out in ``root`` (the future /autograder/source) and return it. ``setup.sh``
     takes torch from ``torch_wheel`` (carried in ``wheels/``), else from ``torch_index`` (empty:
-    the standard package index, PyPI), and nothing from any other host."""
+    the standard package index, PyPI), and nothing from any other host. The ``course`` file goes
+    in as ``course.toml``; ``training`` (default: the course's, else mnist) is baked in."""
+    try:
+        settings = read_course(course) if course is not None else Course()
+    except RubricError as e:
+        raise BundleError(str(e)) from None
+    training = training or settings.training or "mnist"
+    if training not in BUNDLE_TRAINING:
+        raise BundleError(f"training = {training!r} cannot run on Gradescope's CPUs: choose one of "
+                          f"{', '.join(BUNDLE_TRAINING)} (checkpoint grades the weights students train)")
     if torch_wheel is not None and not (torch_wheel.is_file() and torch_wheel.name.startswith("torch-")
                                         and torch_wheel.suffix == ".whl"):
         raise BundleError(f"{torch_wheel} is not a torch wheel (torch-<version>-...whl): give the file pip "
@@ -112,7 +123,11 @@ def stage(root: Path, torch_spec: str, data_dir: str | None, training: str = "mn
         shutil.copyfile(torch_wheel, root / "wheels" / torch_wheel.name)
     source = f"the index {torch_index}" if torch_index else "the standard package index (PyPI)"
     (root / "setup.sh").write_text(SETUP_SH.format(torch_spec=torch_spec, torch_index=torch_index, torch_source=source))
-    (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, time_limit=TIME_LIMIT,
+    if course is not None:
+        shutil.copyfile(course, root / COURSE_FILE)
+    minutes = settings.gradescope_timeout_minutes or GRADESCOPE_DEFAULT_MINUTES
+    (root / "run_autograder").write_text(RUN_AUTOGRADER.format(training=training, guard=settings.gradescope_guard,
+                                                               minutes=minutes,
                                                                waiver=WAIVER if allow_unisolated else ""))
     (root / "seed").write_text(f"{secrets.randbits(128)}\n")
     for script in ("setup.sh", "run_autograder"):
@@ -134,11 +149,12 @@ def _bundle_cifar10(folder: Path, data_dir: str | None) -> None:
                             labels=labels.numpy().astype(np.uint8))
 
 
-def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str = "mnist",
-          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None) -> Path:
+def build(dist: Path, torch_spec: str, data_dir: str | None, assignment: str = ASSIGNMENT, training: str | None = None,
+          allow_unisolated: bool = False, torch_index: str = "", torch_wheel: Path | None = None,
+          course: Path | None = None) -> Path:
     """Write ``dist/<assignment>-autograder.zip`` and return its path."""
     with tempfile.TemporaryDirectory(prefix="vitkit-autograder-") as tmp:
-        root = stage(Path(tmp), torch_spec, data_dir, training, allow_unisolated, torch_index, torch_wheel)
+        root = stage(Path(tmp), torch_spec, data_dir, training, allow_unisolated, torch_index, torch_wheel, course)
         write_zip(dist / f"{assignment}-autograder.zip", root, root)  # files at the zip's root, as Gradescope wants
     return dist / f"{assignment}-autograder.zip"
 
@@ -150,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-spec", default=installed_torch(), help="the torch the image installs (default: the installed version; make: TORCH_SPEC)")
     parser.add_argument("--data-dir", default=None, help="where MNIST is (default: $VITKIT_DATA, else ./data)")
     parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's name")
-    parser.add_argument("--training", choices=("mnist", "none", "checkpoint"), default="mnist",
-                        help="mnist: train each submission's ViT on MNIST (default); checkpoint: grade the weights "
-                             "students submit (mnist.pt, cifar10.pt), CIFAR-10 included; none: no training points")
+    parser.add_argument("--training", choices=BUNDLE_TRAINING, default=None,
+                        help="mnist: train each submission's ViT on MNIST; checkpoint: grade the weights "
+                             "students submit (mnist.pt, cifar10.pt), CIFAR-10 included; none: no training points "
+                             "(default: the course file's, else mnist)")
+    parser.add_argument("--course", type=Path, default=None, help="the course file the bundle grades with "
+                                                                  "(make passes the kit's course.toml)")
     parser.add_argument("--allow-unisolated", action="store_true",
                         help="grade even where the container cannot run the jail (otherwise every submission gets "
                              "'the autograder is misconfigured'): the student's code then runs as root")
@@ -165,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print("building the autograder bundle (the kit's wheel takes a few seconds) ...", file=sys.stderr, flush=True)
     try:
         archive = build(args.dist, args.torch_spec, args.data_dir, args.assignment, args.training, args.allow_unisolated,
-                        args.torch_index, args.torch_wheel)
+                        args.torch_index, args.torch_wheel, args.course)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

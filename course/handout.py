@@ -77,8 +77,39 @@ def leaked_lines(folder: Path, reference_dir: Path = REPO / "reference") -> list
             for line in _text_lines(path) if line in secret]
 
 
-def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
-    """Lay the handout out in ``out/<assignment>/`` and return that folder."""
+def grading_section(course: Path | None = None) -> str:
+    """The README's "How it is graded": points per part as the course file sets them (the kit's
+    table by default), the training thresholds its training mode awards, and the total."""
+    from grader.checks import COMPONENTS
+    from grader.course import Course, read_course
+    from grader.grade import TRAINING_CHOICES
+    from grader.rubric import read_rubric
+    from reference.configs import get_recipe
+
+    points, _ = read_rubric(None, course)
+    training = (read_course(course) if course else Course()).training or "mnist"
+    trained = TRAINING_CHOICES[training]
+    rows, total = [], 0.0
+    for component in COMPONENTS:
+        exercise = component.removeprefix("training_")
+        if exercise != component and exercise not in trained:
+            continue
+        worth = sum(p for n, p in points.items() if n.split(":")[0] == component)
+        if exercise != component:
+            recipe = get_recipe(exercise)
+            how = "the weights you submit" if training == "checkpoint" else "your ViT, trained by the grader"
+            thresholds = ", ".join(f"{round(100 * t)} %" for t in recipe.thresholds)
+            component = f"{recipe.dataset} test accuracy of {how} (at {thresholds})"
+        rows.append(f"| {component} | {worth:g} |")
+        total += worth
+    return ("## How it is graded\n\n| part | points |\n|---|---|\n" + "\n".join(rows)
+            + f"\n\nTotal: {total:g} points. The hidden checks run your code on other inputs than the visible "
+              "tests; the grader measures every accuracy itself.\n")
+
+
+def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT, course: Path | None = None) -> Path:
+    """Lay the handout out in ``out/<assignment>/`` and return that folder; its README says how the
+    ``course`` file grades."""
     root = out / assignment
     (root / "tests").mkdir(parents=True)
     try:
@@ -90,17 +121,22 @@ def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
         raise HandoutError(f"no visible tests in {VISIBLE_TESTS}")
     for test in tests:
         (root / "tests" / test.name).write_text(test.read_text())
-    (root / "README.md").write_text((Path(__file__).parent / "handout_README.md").read_text())
+    try:
+        grading = grading_section(course)
+    except ValueError as e:  # a course file with a mistake (grader.course.CourseError)
+        raise HandoutError(str(e)) from None
+    (root / "README.md").write_text((Path(__file__).parent / "handout_README.md").read_text().rstrip("\n")
+                                    + "\n\n" + grading)
     (root / "requirements.txt").write_text("\n".join((torch_spec, *REQUIREMENTS)) + "\n")
     (root / "requirements-notebooks.txt").write_text("\n".join(NOTEBOOK_REQUIREMENTS) + "\n")
     (root / "pytest.ini").write_text(PYTEST_INI)
     return root
 
 
-def build(dist: Path, torch_spec: str, assignment: str = ASSIGNMENT) -> Path:
+def build(dist: Path, torch_spec: str, assignment: str = ASSIGNMENT, course: Path | None = None) -> Path:
     """Write ``dist/<assignment>-handout.zip`` (replacing an older one) and return its path."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = stage(Path(tmp), torch_spec, assignment)
+        root = stage(Path(tmp), torch_spec, assignment, course)
         leaks = leaked_lines(root)
         if leaks:
             raise HandoutError("the handout would contain solution lines:\n  " + "\n  ".join(leaks[:10]))
@@ -114,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the zip goes (default dist/)")
     parser.add_argument("--torch-spec", default=installed_torch(), help="the torch requirement students install (default: the installed version; make: TORCH_SPEC)")
     parser.add_argument("--assignment", default=ASSIGNMENT, type=assignment_name, help="the archive's and its folder's name")
+    parser.add_argument("--course", type=Path, default=None, help="the course file whose points the README gives "
+                                                                  "(make passes the kit's course.toml)")
     args = parser.parse_args(argv)
     try:
-        archive = build(args.dist, args.torch_spec, args.assignment)
+        archive = build(args.dist, args.torch_spec, args.assignment, args.course)
     except HandoutError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from pathlib import Path
 from grader import jail
 from grader.batch import grade_class, grade_one, is_class_folder, rubric_total, submission_entries, submission_name
 from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission, missing_data
+from grader.course import read_course
 from grader.rubric import RubricError, load_rubric, rubric_template
 from grader.scratch import temporary_folder
 from grader.submission import SubmissionError
@@ -79,9 +80,13 @@ def deployment_seed() -> int:
 def add_grading_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to grade (shared with ``python -m grader slurm``)."""
     parser.add_argument("--out", type=Path, default=None, help="reports go to OUT/<name>/ (default grades/<name>/)")
-    parser.add_argument("--training", choices=list(TRAINING_CHOICES), default="mnist",
+    parser.add_argument("--course", type=Path, default=None,
+                        help="the course file (TOML: points, visibility, training, guards; see grader/course.py); "
+                             "make passes the kit's course.toml")
+    parser.add_argument("--training", choices=list(TRAINING_CHOICES), default=None,
                         help="train the student's ViT here on mnist, on all recipes, or none; checkpoint: measure "
-                             "the weights the student submitted (mnist.pt, cifar10.pt next to the modules)")
+                             "the weights the student submitted (mnist.pt, cifar10.pt next to the modules); "
+                             "default: the course file's, else mnist")
     parser.add_argument("--device", default="auto", type=device_argument, help="auto, cpu or cuda (training)")
     parser.add_argument("--seed", type=int, default=None,
                         help="draws the hidden inputs; recorded in the report (default: $VITKIT_GRADER_SEED, else 0, "
@@ -94,6 +99,20 @@ def add_grading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unisolated", action="store_true",
                         help="grade even where the student's code cannot be jailed (it then runs with the grader's "
                              f"rights: only for submissions you trust; also {jail.ALLOW_ENV}=1)")
+
+
+def read_settings(args: argparse.Namespace) -> str | None:
+    """Read the course file and the rubric into ``args`` (what the command line leaves open comes
+    from the course file: ``--training``); the error that says what is wrong in them, or None."""
+    try:
+        course = read_course(args.course) if args.course else None
+        load_rubric(args.rubric, args.course)
+    except RubricError as e:
+        return f"error: {' '.join(str(e).split())}"
+    args.training = args.training or (course.training if course else None) or "mnist"
+    if args.course:
+        args.course = args.course.resolve()  # the same file from any folder (Slurm's tasks)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,16 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rubric_template:
         print(rubric_template(), end="")
         return 0
+    problem = read_settings(args)  # the instructor's mistake: stop before grading anything
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    points = load_rubric(args.rubric, args.course)
     # --check prints values drawn from its seed: never the deployment's, which stays secret.
     seed = args.seed if args.seed is not None else (0 if args.check else deployment_seed())
     options = GradeOptions(training=args.training, device=args.device, seed=seed, data_dir=args.data_dir,
                            rubric=args.rubric, time_limit=args.time_limit, visible_only=args.check,
-                           verbose=not args.check, allow_unisolated=args.allow_unisolated).resolved()  # once: every stage reads these
-    try:  # the instructor's mistake: stop before grading anything
-        points = load_rubric(args.rubric)
-    except RubricError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+                           verbose=not args.check, allow_unisolated=args.allow_unisolated,
+                           course=str(args.course) if args.course else None).resolved()  # once: every stage reads these
     if not args.check:  # grading runs the students' code: only in the jail, unless the instructor said otherwise
         try:
             jail.require(jail.detect(), options.allow_unisolated)

@@ -25,6 +25,7 @@ import torch
 from grader import jail
 from grader.checklib import CHARGED, CheckResult, Context
 from grader.checks import STUDENT_CHECKS, TEST_CHECKS, charge_forbidden, forbidden_in_model, run_checks
+from grader.course import read_course
 from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import read_rubric, training_check_names
 from grader.sandbox import PROBES, Limits, Outcome, Sandbox, starved_by
@@ -87,6 +88,7 @@ class GradeOptions:
     gpu_share: float | None = None  # a training child's share of the GPU's memory (JOBS workers on one GPU)
     verbose: bool = False  # say on stderr when long work (training) starts
     allow_unisolated: bool = False  # grade even where the jail cannot be had (the instructor accepts the risk)
+    course: str | None = None  # the course file (grader.course): points, visibility and guards it changes
 
     @property
     def child_seed(self) -> int:
@@ -108,10 +110,12 @@ class GradeOptions:
 
     def limit_for(self, recipe: Recipe) -> float:
         """The guard on training seconds for ``recipe`` on the resolved device: ``time_limit`` when
-        given, else the recipe's own, else 600 on a CPU and 300 on a GPU. A recipe's budget is its
+        given, else the course file's guard for it, else the recipe's own, else 600 on a CPU and 300
+        on a GPU. A recipe's budget is its
         epochs; the guard is several times what they need, and a run it ends on a machine too busy
         to give it a CPU is undecided (``guard_verdict``)."""
-        for limit in (self.time_limit, recipe.time_limit):
+        guards = read_course(self.course).guards if self.course else {}
+        for limit in (self.time_limit, guards.get(recipe.name), recipe.time_limit):
             if limit is not None:
                 return limit
         return 300.0 if self.device.startswith("cuda") else 600.0
@@ -189,7 +193,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
     cannot be isolated here, and the instructor did not accept that) only. The students' own
     check (``visible_only``) runs their code on their machine, jail or not."""
     start = time.perf_counter()
-    points, visibility = read_rubric(options.rubric)
+    points, visibility = read_rubric(options.rubric, options.course)
     options = options.resolved()  # before any work: a missing device is the instructor's mistake
     isolation = jail.detect()
     if not options.visible_only:

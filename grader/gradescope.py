@@ -15,6 +15,7 @@ from pathlib import Path
 from grader import jail
 from grader.__main__ import deployment_seed
 from grader.batch import MISCONFIGURED, grade_one, rubric_total
+from grader.course import COURSE_FILE, Course, read_course
 from grader.grade import TRAINING_CHOICES, GradeOptions, missing_data
 from grader.report import write_failure
 from grader.rubric import RubricError, load_rubric
@@ -42,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", type=device_argument)
     parser.add_argument("--data-dir", default=None, help="default: ROOT/source/data")
     parser.add_argument("--time-limit", type=float, default=None,
-                        help="training seconds per recipe (default: the recipe's own; else 600 on a CPU, 300 on a GPU)")
+                        help="the guard on training seconds (default: the course file's share of Gradescope's timeout)")
+    parser.add_argument("--course", type=Path, default=None, help="the course file (default: ROOT/source/course.toml)")
     args = parser.parse_args(argv)
     results = args.root / "results"
     data_dir = args.data_dir or str(args.root / "source" / "data")
+    course = args.course or args.root / "source" / COURSE_FILE
     try:
-        points = load_rubric(None)
+        settings = read_course(course) if course.is_file() or args.course else Course()
+        points = load_rubric(None, course if course.is_file() else None)
     except RubricError as e:  # the bundle is broken: the instructor's to fix, said in the student's results too
         write_failure(results, "submission", 0.0, f"the autograder is misconfigured ({e}); tell your instructor")
         return 2
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                       "as a zip, or its files attention.py, blocks.py and vit.py (and your notebooks)")
         return 0
     options = GradeOptions(training=args.training, device=args.device, seed=deployment_seed(), data_dir=data_dir,
-                           time_limit=args.time_limit).resolved()
+                           time_limit=args.time_limit or settings.gradescope_guard,
+                           course=str(course) if course.is_file() else None).resolved()
     missing = missing_data(options)
     if missing:  # a bundle without its data: the instructor's to fix, not a smaller maximum for the student
         print("error: " + "\n".join(missing), file=sys.stderr)

@@ -24,9 +24,9 @@ def training_check_names() -> list[str]:
     return [n for n, c in CHECKS.items() if c.function is None]
 
 
-def load_rubric(path: str | Path | None = None) -> dict[str, float]:
-    """Points per check name."""
-    return read_rubric(path)[0]
+def load_rubric(path: str | Path | None = None, course: str | Path | None = None) -> dict[str, float]:
+    """Points per check name (``read_rubric``)."""
+    return read_rubric(path, course)[0]
 
 
 def load_visibility(path: str | Path | None = None) -> dict[str, str]:
@@ -40,11 +40,16 @@ def rubric_template() -> str:
                        **{n: {"points": c.points, "visibility": c.visibility} for n, c in CHECKS.items()}}, indent=2) + "\n"
 
 
-def read_rubric(path: str | Path | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """(points, visibility) per check name: the table, changed by the file at ``path``; a
-    RubricError that names every problem of the file."""
+def read_rubric(path: str | Path | None = None, course: str | Path | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """(points, visibility) per check name: the table, changed by the course file's ``[checks]``
+    (``grader.course``), then by the JSON rubric at ``path``; a RubricError (a CourseError for the
+    course file) that names every problem."""
     points = {n: c.points for n, c in CHECKS.items()}
     visibility = {n: c.visibility for n, c in CHECKS.items()}
+    if course is not None:
+        from grader.course import read_course
+
+        apply_entries(read_course(course).checks, points, visibility, str(course))
     if path is None:
         return points, visibility
     path = Path(path)
@@ -56,18 +61,25 @@ def read_rubric(path: str | Path | None = None) -> tuple[dict[str, float], dict[
         raise RubricError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise RubricError(f"{path}: expected an object of check names to points")
-    entries = {k: v for k, v in raw.items() if not k.startswith("_")}
+    apply_entries({k: v for k, v in raw.items() if not k.startswith("_")}, points, visibility, str(path))
+    return points, visibility
+
+
+def apply_entries(entries: dict, points: dict[str, float], visibility: dict[str, str], where: str) -> None:
+    """Change ``points`` and ``visibility`` by ``entries`` (check name -> points, or {"points": ...,
+    "visibility": ...}), after checking every one: a RubricError naming all problems, and nothing changed."""
     given = {k: v.get("points", points.get(k)) if isinstance(v, dict) else v for k, v in entries.items()}
     shown = {k: v.get("visibility", visibility.get(k)) for k, v in entries.items() if isinstance(v, dict)}
     unknown = sorted(set(entries) - set(CHECKS))
     bad = sorted(k for k, v in given.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0)
     unseen = sorted(k for k, v in shown.items() if v not in VISIBILITIES)
+    extra = sorted(k for k, v in entries.items() if isinstance(v, dict) and set(v) - {"points", "visibility"})
     problems = [f"unknown checks: {', '.join(unknown)} (python -m grader --rubric-template lists them)" if unknown else "",
                 f"points must be numbers >= 0: {', '.join(bad)}" if bad else "",
-                f"visibility must be one of {', '.join(VISIBILITIES)}: {', '.join(unseen)}" if unseen else ""]
+                f"visibility must be one of {', '.join(VISIBILITIES)}: {', '.join(unseen)}" if unseen else "",
+                f"an entry holds only points and visibility: {', '.join(extra)}" if extra else ""]
     problems = [p for p in problems if p]
     if problems:
-        raise RubricError(f"{path}: " + "; ".join(problems))
+        raise RubricError(f"{where}: " + "; ".join(problems))
     points.update({k: float(v) for k, v in given.items()})
     visibility.update(shown)
-    return points, visibility

@@ -24,9 +24,9 @@ from pathlib import Path
 from grader.batch import (Row, grade_entry, grade_key, is_class_folder, kit_version, reused_row, rubric_total, saved_row,
                           submission_entries, unique_names, write_gradebook, write_index)
 from grader.grade import GradeOptions, missing_data
-from grader.rubric import RubricError, load_rubric
+from grader.rubric import load_rubric
 
-GRADE_OPTIONS = ("training", "device", "seed", "data_dir", "rubric", "time_limit")
+GRADE_OPTIONS = ("training", "device", "seed", "data_dir", "rubric", "time_limit", "course")
 MANIFEST = "manifest.jsonl"
 MANIFEST_FIELDS = ("index", "name", "key", "path")
 
@@ -34,7 +34,7 @@ MANIFEST_FIELDS = ("index", "name", "key", "path")
 def _options(args: argparse.Namespace, threads: int | None = None) -> GradeOptions:
     return GradeOptions(training=args.training, device=args.device, seed=args.seed or 0, data_dir=args.data_dir,
                         rubric=args.rubric, time_limit=args.time_limit, threads=threads,
-                        allow_unisolated=args.allow_unisolated)
+                        allow_unisolated=args.allow_unisolated, course=str(args.course) if args.course else None)
 
 
 def _flags(args: argparse.Namespace) -> list[str]:
@@ -43,7 +43,7 @@ def _flags(args: argparse.Namespace) -> list[str]:
     for name in GRADE_OPTIONS:
         value = getattr(args, name)
         if value is not None:
-            flags += [f"--{name.replace('_', '-')}", str(Path(value).resolve()) if name in ("data_dir", "rubric") else str(value)]
+            flags += [f"--{name.replace('_', '-')}", str(Path(value).resolve()) if name in ("data_dir", "rubric", "course") else str(value)]
     if args.allow_unisolated:
         flags.append("--allow-unisolated")
     return flags
@@ -190,7 +190,7 @@ def task_main(args: argparse.Namespace) -> int:
     entries = read_manifest(args.manifest)[args.index * args.chunk:(args.index + 1) * args.chunk]
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or None  # the task's share of its node
     options = _options(args, threads).resolved()
-    total = rubric_total(load_rubric(args.rubric), args.training)
+    total = rubric_total(load_rubric(args.rubric, args.course), args.training)
     for entry in entries:
         name, out_dir = entry.name, args.out / entry.name
         if not args.force and reused_row(out_dir, entry.key) is not None:
@@ -216,7 +216,7 @@ def merge_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grader.__main__ import add_grading_options
+    from grader.__main__ import add_grading_options, read_settings
 
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m grader slurm", description=__doc__,
@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--force", action="store_true")
         args = parser.parse_args(argv)
         args.out = args.out.resolve()
+        problem = read_settings(args)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
         try:
             return task_main(args) if args.step == "task" else merge_main(args)
         except ManifestError as e:  # a broken manifest: said in one line, in the task's or the merge's log
@@ -247,10 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk < 1 or args.cpus_per_task < 1:
         parser.error("--chunk and --cpus-per-task must be at least 1")
-    try:
-        load_rubric(args.rubric)
-    except RubricError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    problem = read_settings(args)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     return submit_main(args)
 

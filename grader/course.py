@@ -1,0 +1,98 @@
+"""The course file: one TOML file an instructor edits (``course.toml`` at the kit's root), read by
+``make grade``, ``make autograder`` and ``make handout`` (``COURSE=`` another file; ``--course``).
+Everything in it is optional: what it leaves out keeps the kit's defaults (the check table of
+``grader.checks``, each recipe's own guard, MNIST training, Gradescope's default timeout).
+
+    [grading]
+    training = "mnist"                # what grading trains: none, mnist, all or checkpoint
+    gradescope_timeout_minutes = 10   # the timeout set in Gradescope's Autograder Settings
+
+    [guards]                          # the wall-clock guard on training seconds, per recipe
+    mnist = 600
+
+    [checks]                          # points and visibility per check (--rubric-template lists them)
+    "vit:forward" = { points = 1, visibility = "after_due_date" }
+
+A guard is not a budget: a recipe trains its epochs (stopping early at its target); the guard
+ends a run only on a machine too slow to finish them, and such a run is undecided there, not
+failed (``grader.grade.guard_verdict``).
+"""
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.rubric import RubricError
+
+COURSE_FILE = "course.toml"  # its name at the kit's root and in the Gradescope bundle
+TRAINING = ("none", "mnist", "all", "checkpoint")  # grader.grade.TRAINING_CHOICES (a test keeps them equal)
+SECTIONS = {"grading": ("training", "gradescope_timeout_minutes"), "guards": None, "checks": None}
+# Gradescope's run ends at its timeout whatever is left: the checks, the measurements of the
+# weights and the image's start get this share of it, training the rest (240 s of the default 10 min).
+GRADESCOPE_TRAINING_SHARE = 0.4
+GRADESCOPE_DEFAULT_MINUTES = 10.0
+
+
+class CourseError(RubricError):
+    """The course file is missing, not TOML, or holds settings that do not exist; says which."""
+
+
+@dataclass(frozen=True)
+class Course:
+    """What a course file sets; None or empty where it keeps the kit's default."""
+
+    training: str | None = None
+    gradescope_timeout_minutes: float | None = None
+    guards: dict[str, float] = field(default_factory=dict)  # recipe name -> seconds
+    checks: dict[str, object] = field(default_factory=dict)  # check name -> points or {points, visibility}
+
+    @property
+    def gradescope_guard(self) -> float:
+        """The training guard in the Gradescope bundle: its share of Gradescope's timeout."""
+        return round(GRADESCOPE_TRAINING_SHARE * 60 * (self.gradescope_timeout_minutes or GRADESCOPE_DEFAULT_MINUTES))
+
+
+def read_course(path: str | Path) -> Course:
+    """The course file at ``path``, checked whole: a CourseError names every problem."""
+    return _read(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str) -> Course:
+    from reference.configs import ALL_RECIPES
+
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CourseError(f"cannot read the course file {path}: {e.strerror}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise CourseError(f"{path}: not valid TOML ({e})") from e
+    problems = [f"unknown section [{s}] (the sections are {', '.join(SECTIONS)})" for s in raw if s not in SECTIONS]
+    problems += [f"[{s}] must be a table" for s in SECTIONS if s in raw and not isinstance(raw[s], dict)]
+    grading = raw.get("grading") if isinstance(raw.get("grading"), dict) else {}
+    guards = raw.get("guards") if isinstance(raw.get("guards"), dict) else {}
+    checks = raw.get("checks") if isinstance(raw.get("checks"), dict) else {}
+    problems += [f"unknown setting grading.{k} (the settings are {', '.join(SECTIONS['grading'])})"
+                 for k in grading if k not in SECTIONS["grading"]]
+    training = grading.get("training")
+    if training is not None and training not in TRAINING:
+        problems.append(f"grading.training must be one of {', '.join(TRAINING)}, not {training!r}")
+    minutes = grading.get("gradescope_timeout_minutes")
+    if minutes is not None and not _positive(minutes):
+        problems.append(f"grading.gradescope_timeout_minutes must be a number > 0, not {minutes!r}")
+    problems += [f"guards.{k}: no such recipe (the recipes are {', '.join(ALL_RECIPES)})" for k in guards if k not in ALL_RECIPES]
+    problems += [f"guards.{k} must be a number of seconds > 0, not {v!r}" for k, v in guards.items() if not _positive(v)]
+    if problems:
+        raise CourseError(f"{path}: " + "; ".join(problems))
+    course = Course(training, None if minutes is None else float(minutes), {k: float(v) for k, v in guards.items()},
+                    dict(checks))
+    from grader.rubric import apply_entries, read_rubric
+
+    apply_entries(course.checks, *read_rubric(), path)  # the checks, checked now: CourseError's parent names them
+    return course
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

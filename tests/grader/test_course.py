@@ -1,0 +1,100 @@
+"""The course file: one TOML file the instructor edits, read by make grade, make autograder and
+make handout; the shipped one is the kit's defaults written out, and a mistake in any file is
+said whole before anything is graded or built."""
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from course import autograder, handout
+from grader.__main__ import main as grader_main
+from grader.checks import CHECKS
+from grader.course import COURSE_FILE, TRAINING, Course, CourseError, read_course
+from grader.grade import TRAINING_CHOICES, GradeOptions
+from grader.rubric import read_rubric
+from reference.configs import get_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from conftest import make_mnist_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / COURSE_FILE
+
+
+def course_file(tmp_path: Path, text: str, name: str = "course.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_course_file_is_the_kits_defaults():
+    course = read_course(SHIPPED)
+    assert read_rubric(None, SHIPPED) == read_rubric()
+    assert (course.training, course.gradescope_guard, course.guards) == ("mnist", 240, {})
+    assert Course().gradescope_guard == 240  # no file: the same
+    assert set(TRAINING) == set(TRAINING_CHOICES)
+
+
+def test_every_mistake_of_a_course_file_is_said_at_once(tmp_path):
+    bad = course_file(tmp_path, '[grading]\ntraining = "cifar"\nspeed = 2\n[guards]\nimagenet = 60\nmnist = -1\n'
+                                '[extras]\nx = 1\n')
+    with pytest.raises(CourseError) as said:
+        read_course(bad)
+    for part in ("grading.training must be one of", "unknown setting grading.speed", "guards.imagenet: no such recipe",
+                 "guards.mnist must be a number of seconds > 0", "unknown section [extras]"):
+        assert part in str(said.value)
+    with pytest.raises(CourseError, match="not valid TOML"):
+        read_course(course_file(tmp_path, "[grading\n"))
+    with pytest.raises(CourseError, match="cannot read the course file"):
+        read_course(tmp_path / "missing.toml")
+    wrong_check = course_file(tmp_path, '[checks]\n"vit:nothing" = 2\n"vit:forward" = { points = 1, visibility = "never" }\n')
+    with pytest.raises(ValueError, match="unknown checks: vit:nothing.*visibility must be one of"):
+        read_course(wrong_check)
+
+
+def test_grading_follows_the_course_file_and_the_command_line_wins(tmp_path, capsys):
+    course = course_file(tmp_path, '[grading]\ntraining = "none"\n[guards]\nmnist = 1234\n'
+                                   '[checks]\n"attention:function_shapes" = { points = 3, visibility = "hidden" }\n')
+    out = tmp_path / "out"
+    assert grader_main([str(REPO / "reference"), "--course", str(course), "--out", str(out)]) == 0
+    results = json.loads((out / "reference" / "results.json").read_text())
+    shapes = next(t for t in results["tests"] if t["name"] == "attention:function_shapes")
+    assert (shapes["max_score"], shapes["visibility"]) == (3.0, "hidden")
+    more = 3 - CHECKS["attention:function_shapes"].points
+    assert results["score"] == 20 + more and not any(t["name"].startswith("training_") for t in results["tests"])  # none trained
+    assert GradeOptions(course=str(course)).limit_for(get_recipe("mnist")) == 1234
+    assert GradeOptions(course=str(course), time_limit=5).limit_for(get_recipe("mnist")) == 5
+    bad = course_file(tmp_path, '[grading]\ntraining = "all of it"\n', "bad.toml")
+    assert grader_main([str(REPO / "reference"), "--course", str(bad), "--out", str(out)]) == 2
+    assert "grading.training must be one of" in capsys.readouterr().err
+
+
+def test_the_gradescope_bundle_grades_with_the_course_file(tmp_path):
+    data = str(make_mnist_dir(tmp_path / "data", 64, 16))
+    course = course_file(tmp_path, '[grading]\ntraining = "none"\ngradescope_timeout_minutes = 20\n')
+    root = autograder.stage(tmp_path / "bundle", "torch==2.13.0", data, course=course)
+    assert (root / COURSE_FILE).read_text() == course.read_text()
+    run = (root / "run_autograder").read_text()
+    assert '--training "${VITKIT_TRAINING:-none}"' in run and "guard (480 s" in run  # 40 % of 20 minutes
+    with pytest.raises(autograder.BundleError, match="cannot run on Gradescope's CPUs"):
+        autograder.stage(tmp_path / "b2", "torch==2.13.0", data, course=course, training="all")
+    with pytest.raises(autograder.BundleError, match="unknown section"):
+        autograder.stage(tmp_path / "b3", "torch==2.13.0", data, course=course_file(tmp_path, "[nope]\n", "nope.toml"))
+
+
+def test_the_handout_says_how_the_course_grades(tmp_path):
+    course = course_file(tmp_path, '[grading]\ntraining = "checkpoint"\n[checks]\n"attention:function_shapes" = 3\n')
+    archive = handout.build(tmp_path / "dist", "torch==2.13.0", course=course)
+    with zipfile.ZipFile(archive) as zf:
+        readme = zf.read(f"{handout.ASSIGNMENT}/README.md").decode()
+    section = readme[readme.index("## How it is graded"):]
+    more = 3 - CHECKS["attention:function_shapes"].points
+    assert f"| attention | {4 + more:g} |" in section  # the table's 4 and what this course adds
+    assert "the weights you submit (at 94 %)" in section and "(at 25 %, 50 %, 70 %)" in section
+    assert f"Total: {28 + more:g} points" in section  # 20 + MNIST's 2 + CIFAR-10's 6 (checkpoint grades both)
+    with pytest.raises(handout.HandoutError, match="unknown section"):
+        handout.build(tmp_path / "dist", "torch==2.13.0", course=course_file(tmp_path, "[nope]\n", "nope.toml"))
