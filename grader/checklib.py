@@ -37,6 +37,9 @@ GELU_FORMS = ("none", "tanh")  # F.gelu's exact form and its tanh approximation:
 ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations stays well inside
 
 
+# ctx.cache: whether every VisionTransformer the checks built is an nn.Sequential of the student's
+# TransformerBlocks that its forward runs, each of them (the training gate reads it)
+RUNS_OWN_BLOCKS = "vit:runs_own_blocks"
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # when Gradescope shows a check
 
 

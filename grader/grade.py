@@ -588,9 +588,17 @@ def _shuffled(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _not_a_transformer(ctx: Context) -> str | None:
-    """Why the student's ViT cannot earn training points, when it cannot."""
-    if not all(ctx.results.get(n, CheckResult(n, False)).passed for n in ("vit:interface", "vit:forward")):
-        return "the VisionTransformer failed vit:interface or vit:forward (it must run your own TransformerBlocks)"
+    """Why the student's ViT cannot earn training points, when it cannot: it is not built from the
+    student's TransformerBlocks and run through them (what the ViT checks' probe saw), or it uses a
+    forbidden call. A ViT that runs them but computes something else than specified is trained:
+    vit:forward has charged that mistake, and the accuracy its model reaches is its own."""
+    from grader.checklib import RUNS_OWN_BLOCKS  # here: this function is all of grade.py this change touches
+
+    runs = ctx.cache.get(RUNS_OWN_BLOCKS)
+    if runs is None:
+        return "the VisionTransformer could not be built and called (see vit:interface)"
+    if not runs:
+        return "the VisionTransformer does not run your own TransformerBlocks, each of them (see vit:interface)"
     cheats = forbidden_in_model(ctx)
     if cheats:
         return f"the model uses {cheats[0].api} ({cheats[0].student_file}:{cheats[0].line}), so it is not your transformer"

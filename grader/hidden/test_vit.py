@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from grader.checklib import (
     EPS_RANGE,
+    RUNS_OWN_BLOCKS,
     Context,
     LayerNormFit,
     check,
@@ -63,6 +64,9 @@ def _vit(ctx: Context, kwargs: dict = VIT_KWARGS, batch: int = 3) -> dict:
         images = ctx.randn(batch, kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
         norm_input = _norm_input(ctx, kwargs["d_model"])
         value = ctx.run("vit", kwargs, images, norm_input)
+        runs = value["blocks"] > 0 and value["blocks_ran"] == list(range(value["blocks"])) and \
+            all(is_student_class(c, "TransformerBlock") for c in value["block_classes"])
+        ctx.cache[RUNS_OWN_BLOCKS] = ctx.cache.get(RUNS_OWN_BLOCKS, True) and runs
         ctx.cache[key] = ({**value, "norm_input": norm_input}, images)  # the norms' outputs with their input
     return ctx.cache[key][0]
 

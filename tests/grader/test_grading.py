@@ -98,6 +98,10 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     # Other interfaces than the kit's: refused, saying which attribute the interface has.
     "fused_qkv_projection": ("attention.py", [FUSED_QKV, FUSED_SPLIT], "multihead"),
     "conv2d_patch_embedding": ("vit.py", [CONV_EMBEDDING, CONV_TOKENS], "vit"),
+    # the positional embedding added after the blocks: a wrong forward, yet a transformer (it is trained)
+    "pos_embedding_after_blocks": ("vit.py", [("x = torch.cat([cls, x], dim=1) + self.pos_embedding  #", "x = torch.cat([cls, x], dim=1)  #"),
+                                              ("x = self.blocks(self.tokens(images))  #", "x = self.blocks(self.tokens(images)) + self.pos_embedding  #")],
+                                   "vit"),
     "nan_output": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, 0])) * float(\"nan\")")], "vit"),
 }
 # Breakages of a whole module: the components defined in it (and those that import it) fail.
