@@ -88,8 +88,9 @@ def _vit_norms(value: dict) -> dict[str, LayerNormFit] | None:
 
 def _vit_spec(value: dict) -> Tensor:
     """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
-    embedded patches and the blocks' output come from the child, the rest from the weights and
-    what the norm computes."""
+    blocks' output comes from the child, which ran them on [class; embedding(patches)] + pos
+    computed by the probe itself (so that input is not compared: it could not differ), the rest
+    from the weights and what the norm computes."""
     expect(isinstance(value["embedding"], dict), "the interface's patch embedding is `self.embedding = nn.Linear(C*P*P, "
            f"d_model)`, applied to patchify's output (B, N, C*P*P); found a {value['embedding']}")
     expect(not value.get("parts_error"), "the ViT's parts, called as the interface describes them "
@@ -102,9 +103,6 @@ def _vit_spec(value: dict) -> Tensor:
     norm = layer_norm_affine(parts["blocks_out"], parts["normed"], eps)
     expect(norm is not None, f"norm must compute LayerNorm over the last axis with an eps from {EPS_RANGE[0]:g} to "
                              f"{EPS_RANGE[1]:g} (nn.LayerNorm(d_model), or your own equal to it)")
-    tokens = parts["tokens"]  # (B, N, D)
-    blocks_in = torch.cat([s["class_token"].expand(tokens.size(0), -1, -1), tokens], dim=1) + s["pos_embedding"]
-    compare(parts["blocks_in"], blocks_in, "the blocks' input [class; embedding(patches)] + pos")
     first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
     return F.linear(F.layer_norm(first, first.shape[-1:], norm.weight, norm.bias, norm.eps), s["head.weight"], s["head.bias"])
 
