@@ -55,6 +55,8 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "missing_scale": ("attention.py", [(" / math.sqrt(q.size(-1))", "")], "attention"),
     "softmax_wrong_axis": ("attention.py", [("scores.softmax(dim=-1)", "scores.softmax(dim=-2)")], "attention"),
     "scale_by_d": ("attention.py", [(" / math.sqrt(q.size(-1))", " / q.size(-1)")], "attention"),
+    "naive_softmax": ("attention.py", [("weights = scores.softmax(dim=-1)  #", "weights = scores.exp() / scores.exp().sum(-1, keepdim=True)  #")],
+                      "attention"),
     "inverted_mask": ("attention.py", [("scores.masked_fill(~mask, float(\"-inf\"))", "scores.masked_fill(mask, float(\"-inf\"))")], "attention"),
     "output_not_weights_at_v": ("attention.py", [("return weights @ v, weights  #", "return scores @ v, weights  #")], "attention"),
     "mask_ignored": ("attention.py", [("        scores = scores.masked_fill(~mask, float(\"-inf\"))\n", "        pass\n")], "attention"),
@@ -213,7 +215,8 @@ CAUSES = {"missing_scale": "the scores are not scaled; divide them by sqrt(d_k)"
           "scale_by_d": "the scores are divided by d_k; divide them by sqrt(d_k)",
           "softmax_wrong_axis": "the softmax is taken over the queries (dim -2)",
           "inverted_mask": "the mask is inverted: True means 'may attend'",
-          "output_not_weights_at_v": "the weights are right but the output is not weights @ v"}
+          "output_not_weights_at_v": "the weights are right but the output is not weights @ v",
+          "naive_softmax": "subtract the row maximum before exp"}
 
 
 @pytest.mark.parametrize("name", sorted(CAUSES))
