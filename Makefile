@@ -48,13 +48,13 @@ slurm:
 		&& echo "slurm: installed $$(slurmctld -V)" || echo "slurm: could not be installed (the Slurm test skips)"; \
 	else echo "slurm: not installed; the Slurm test skips (apt-get install slurm-wlm munge)"; fi
 
-## test: the whole test suite (tests that need the real data skip without it; set DATA_DIR or VITKIT_DATA)
+## test: the whole test suite, a line per file as it goes and the 15 slowest at the end (tests that need the real data skip without it; set DATA_DIR or VITKIT_DATA)
 test: setup
-	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m pytest -q
+	$(if $(DATA_DIR),VITKIT_DATA=$(DATA_DIR)) $(PY) -m pytest --durations=15
 
-## test-fast: without the tests that train on real data
+## test-fast: the unit tier: no grader child, wheel, bundle, Slurm, make, notebook kernel or training on real data (README, Tests)
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not integration" --durations=5
 
 ## reference: train the reference on every recipe (RECIPES="mnist" for one) and write reference/results/
 reference: setup

@@ -32,6 +32,23 @@ def pytest_report_header() -> str:
     return JAIL
 
 
+# The tiers (README, "Tests"): `make test-fast` runs the unit tier, `-m "not slow and not
+# integration"`, which starts none of the grader's children. A test that starts one says so with
+# the `integration` marker (on the test or its module): one that does not is stopped here, so that
+# the unit tier stays fast wherever it runs.
+@pytest.fixture(autouse=True)
+def _the_unit_tier_starts_no_child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("slow"):
+        return
+    from grader.sandbox import Sandbox
+
+    def refused(self: Sandbox) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a grader child: mark it (or its module) "
+                             "pytest.mark.integration, the tier `make test-fast` leaves out")
+
+    monkeypatch.setattr(Sandbox, "_launch", refused)
+
+
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """Write a uint8 array as an IDX file (the MNIST format), gzipped when ``compress``."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)

@@ -15,6 +15,8 @@ import pytest
 
 from course import autograder
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import check_gradescope_results, make_cifar_npz_dir, make_mnist_dir  # noqa: E402
 

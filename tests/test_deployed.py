@@ -28,7 +28,7 @@ from conftest import make_mnist_dir  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 KIT = ("grader", "reference", "theory", "course", "student_template")
 needs_jail = pytest.mark.skipif(not jail.detect().complete, reason=f"no jail here: {jail.detect().layers[0]}")
-pytestmark = [pytest.mark.slow, needs_jail]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, needs_jail]
 
 # Appended to the reference's attention.py: everything it finds is printed on one line, which the
 # instructor's report.html shows (the tail of the submission's output).

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")]
 
 
 def make(*args: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,8 @@ from course.notebooks import NOTEBOOKS
 from tests.conftest import (make_cifar_npz_dir, make_mnist_dir, notebook_images, notebook_text,
                             with_time_limit)
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 nbclient = pytest.importorskip("nbclient", reason="nbclient and ipykernel run the notebooks (pip install -e '.[dev]')")
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,6 +13,8 @@ import pytest
 
 from course.wheel import build_wheel
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("reference", "student_template", "grader", "theory", "course")
 GENERATED = ("build",)  # theory/build/: rendered output, not part of the kit

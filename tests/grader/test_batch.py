@@ -13,6 +13,8 @@ from grader import __main__ as cli
 from grader.batch import Row, grade_class, is_class_folder, submission_entries, unique_names, write_gradebook
 from grader.grade import GradeOptions, grade_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 ALTERNATIVE = Path(__file__).resolve().parent / "fixtures" / "alternative" / "solution.py"
 NONE = ["--training", "none"]

@@ -15,6 +15,8 @@ from grader import cgroups, jail
 from grader.sandbox import Limits, Sandbox
 from grader.submission import stage_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 ESCAPE = Path(__file__).parent / "fixtures" / "hostile" / "escape.py"
 HERE, WHY_NOT = cgroups.find()
 needs_cgroups = pytest.mark.skipif(HERE is None, reason=f"no writable control group here: {WHY_NOT}")

@@ -17,6 +17,8 @@ from reference.data import load_dataset
 from reference.training import evaluate, train
 from tests.conftest import labelled_blobs, make_mnist_dir, real_data_dir, write_idx
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -18,6 +18,8 @@ from grader.grade import TRAINING_CHOICES, GradeOptions
 from grader.rubric import read_rubric
 from reference.configs import get_recipe
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conftest import make_mnist_dir  # noqa: E402
 

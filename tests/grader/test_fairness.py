@@ -11,6 +11,8 @@ import pytest
 
 from grader.grade import GradeOptions, grade_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 EXERCISES = ("attention.py", "blocks.py", "vit.py")
 SEEDS = (0, 1, 2, 3, 4)

@@ -17,6 +17,8 @@ from grader.grade import GradeOptions, TrainingRun, grade_submission
 from grader.report import _md, escape, failure_results, gradescope_results
 from grader.rubric import RubricError, read_rubric
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import check_gradescope_results  # noqa: E402
 

@@ -15,6 +15,8 @@ from grader.__main__ import main as grader_main
 from grader.checks import TEST_CHECKS
 from grader.grade import GradeOptions, grade_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_cifar_npz_dir, make_mnist_dir  # noqa: E402
 

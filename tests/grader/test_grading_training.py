@@ -16,6 +16,8 @@ from grader.submission import stage_submission
 from reference.configs import CPU_RECIPES, ModelConfig, get_recipe
 from reference.training import TrainConfig
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_mnist_dir, real_data_dir  # noqa: E402
 from test_fairness import variant  # noqa: E402

@@ -18,6 +18,8 @@ from grader.__main__ import main as grader_main
 from grader.grade import GradeOptions, grade_submission
 from reference.configs import get_recipe
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import labelled_blobs, make_mnist_dir  # noqa: E402
 from test_grading_training import training_results  # noqa: E402

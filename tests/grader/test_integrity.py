@@ -15,6 +15,8 @@ from grader.integrity import ForbiddenCall, StudentFiles, install_traps
 from grader.sandbox import Limits, Sandbox
 from grader.submission import INTERFACE_NAMES, stage_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CHEATER = FIXTURES / "cheater"
 PROBES = [FIXTURES / "probes"]

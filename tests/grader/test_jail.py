@@ -14,6 +14,8 @@ from grader import jail
 from grader.sandbox import PROBES, Limits, Sandbox
 from grader.submission import stage_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 ESCAPE = FIXTURES / "hostile" / "escape.py"

@@ -18,6 +18,8 @@ from grader.checklib import CheckResult
 from grader.grade import GradeOptions, TrainingRun, grade_submission
 from grader.report import FAILURE_HTML, HTML, check_rows, gradescope_results, render_html, summary, write_reports
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 NONE = ["--training", "none"]
 

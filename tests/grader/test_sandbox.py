@@ -15,6 +15,8 @@ from grader.sandbox import Limits, Outcome, Sandbox, SandboxError, _decode, _Vio
 from grader.submission import stage_submission
 from grader.wire import encode
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PROBES = [FIXTURES / "probes"]
 CALL = "sandbox_test_probes:call"

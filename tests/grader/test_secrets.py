@@ -21,6 +21,8 @@ from grader.sandbox import PROBES, Limits, Sandbox
 from grader.seeds import derive_seed
 from grader.submission import SubmissionError, stage_submission
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_hostile import needs_jail, submission  # noqa: E402
 

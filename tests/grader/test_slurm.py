@@ -16,6 +16,8 @@ from grader import __main__ as cli
 from grader.slurm import MANIFEST, ManifestEntry, ManifestError, read_manifest, write_manifest
 from tests.grader.test_batch import ALTERNATIVE, gradebook, reference_copy
 
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from grader.grade import GradeOptions, grade_submission
+
+pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_mnist_dir  # noqa: E402

@@ -82,6 +82,7 @@ def _busy_on(cpu: int, n: int) -> list[subprocess.Popen]:
             for _ in range(n)]
 
 
+@pytest.mark.integration
 @needs_schedstat
 def test_slow_or_stuck_code_times_out_however_it_crowds_itself(box):
     assert box.call(CALL, "spin").kind == "timeout"
@@ -90,6 +91,7 @@ def test_slow_or_stuck_code_times_out_however_it_crowds_itself(box):
     assert box.call(CALL, "spin_beside_processes", 3).kind == "timeout"
 
 
+@pytest.mark.integration
 @needs_schedstat
 def test_code_starved_by_other_work_is_undecided(box):
     """The worker pinned to one CPU at the lowest priority, three busy processes there at the
@@ -130,6 +132,7 @@ def starved_patchify(monkeypatch):
     monkeypatch.setattr(Sandbox, "call", starving)
 
 
+@pytest.mark.integration
 def test_an_undecided_check_is_neither_passed_nor_failed_in_any_report(tmp_path, starved_patchify):
     grade = grade_submission(REPO / "reference", tmp_path / "work", GradeOptions(training="none"))
     undecided = {r.name for r in grade.undecided}
@@ -146,6 +149,7 @@ def test_an_undecided_check_is_neither_passed_nor_failed_in_any_report(tmp_path,
     assert "Not final:" in report.render_html(grade, "ref") and "?? not final" in report.summary(grade, "ref")
 
 
+@pytest.mark.integration
 def test_a_rerun_grades_again_only_the_undecided(tmp_path, monkeypatch):
     klass = tmp_path / "class"
     for name in ("ann", "bob"):
@@ -170,6 +174,7 @@ def test_a_rerun_grades_again_only_the_undecided(tmp_path, monkeypatch):
     assert second[1].score == 20.0
 
 
+@pytest.mark.integration
 def test_the_command_line_says_what_to_do_with_an_undecided_grade(tmp_path, starved_patchify, capsys):
     assert grader_main([str(REPO / "reference"), "--out", str(tmp_path), "--training", "none"]) == 0
     said = capsys.readouterr()
@@ -179,6 +184,7 @@ def test_the_command_line_says_what_to_do_with_an_undecided_grade(tmp_path, star
 
 # -- the reference on a busy machine -----------------------------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(real_data_dir() is None, reason="needs the real MNIST ($VITKIT_DATA)")
 def test_the_reference_gets_full_marks_with_mnist_on_a_busy_machine(tmp_path):
