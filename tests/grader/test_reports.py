@@ -40,7 +40,8 @@ def test_the_report_teaches_failures_first_with_what_each_check_tests(tmp_path):
     assert order == sorted(order, key=["fail", "pass", "skip"].index) and order[0] == "fail"
     assert all(row["description"] for row in rows)
     not_implemented = [row["message"] for row in rows if row["name"].startswith("attention:function")]
-    assert "not implemented yet" in not_implemented[0] and not_implemented[1:] == ["as in attention:function_shapes"] * 2
+    assert len(not_implemented) >= 3 and "not implemented yet" in not_implemented[0]
+    assert not_implemented[1:] == ["as in attention:function_shapes"] * (len(not_implemented) - 1)
     html = render_html(grade, "template")
     assert html.index("<h2>Checks</h2>") < html.index("<h2>Isolation</h2>")
     assert "__init__.py was not used" not in html  # the template's __init__ holds only a docstring
