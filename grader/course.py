@@ -1,11 +1,15 @@
 """The course file: one TOML file an instructor edits (``course.toml`` at the kit's root), read by
 ``make grade``, ``make autograder`` and ``make handout`` (``COURSE=`` another file; ``--course``).
 Everything in it is optional: what it leaves out keeps the kit's defaults (the check table of
-``grader.checks``, each recipe's own guard, MNIST training, Gradescope's default timeout).
+``grader.checks``, the kit's recipe for each exercise and each recipe's own guard, MNIST
+training, Gradescope's default timeout).
 
     [grading]
     training = "mnist"                # what grading trains: none, mnist, all or checkpoint
     gradescope_timeout_minutes = 10   # the timeout set in Gradescope's Autograder Settings
+
+    [recipes]                         # which recipe trains an exercise, and its budget in epochs
+    mnist = { recipe = "mnist-sheet-6x8", epochs = 2 }
 
     [guards]                          # the wall-clock guard on training seconds, per recipe
     mnist = 600
@@ -21,14 +25,15 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from grader.rubric import RubricError
+from reference.configs import ALL_RECIPES, RECIPES, Recipe, get_recipe
 
 COURSE_FILE = "course.toml"  # its name at the kit's root and in the Gradescope bundle
 TRAINING = ("none", "mnist", "all", "checkpoint")  # grader.grade.TRAINING_CHOICES (a test keeps them equal)
-SECTIONS = {"grading": ("training", "gradescope_timeout_minutes"), "guards": None, "checks": None}
+SECTIONS = {"grading": ("training", "gradescope_timeout_minutes"), "recipes": None, "guards": None, "checks": None}
 # Gradescope's run ends at its timeout whatever is left: the checks, the measurements of the
 # weights and the image's start get this share of it, training the rest (240 s of the default 10 min).
 GRADESCOPE_TRAINING_SHARE = 0.4
@@ -45,8 +50,18 @@ class Course:
 
     training: str | None = None
     gradescope_timeout_minutes: float | None = None
+    recipes: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # exercise -> (recipe, epochs or None)
     guards: dict[str, float] = field(default_factory=dict)  # recipe name -> seconds
     checks: dict[str, object] = field(default_factory=dict)  # check name -> points or {points, visibility}
+
+    def recipe_for(self, exercise: str) -> Recipe | None:
+        """The recipe this course trains ``exercise`` with, its budget as the course sets it; None:
+        the kit's own (``reference.configs.get_recipe``, the CPU one on a CPU)."""
+        if exercise not in self.recipes:
+            return None
+        name, epochs = self.recipes[exercise]
+        recipe = get_recipe(name)
+        return recipe if epochs is None else replace(recipe, train=replace(recipe.train, epochs=epochs))
 
     @property
     def gradescope_guard(self) -> float:
@@ -61,8 +76,6 @@ def read_course(path: str | Path) -> Course:
 
 @functools.lru_cache(maxsize=8)
 def _read(path: str) -> Course:
-    from reference.configs import ALL_RECIPES
-
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
@@ -73,6 +86,9 @@ def _read(path: str) -> Course:
     problems += [f"[{s}] must be a table" for s in SECTIONS if s in raw and not isinstance(raw[s], dict)]
     grading = raw.get("grading") if isinstance(raw.get("grading"), dict) else {}
     guards = raw.get("guards") if isinstance(raw.get("guards"), dict) else {}
+    chosen = raw.get("recipes") if isinstance(raw.get("recipes"), dict) else {}
+    recipes, why = _recipes(chosen)
+    problems += why
     checks = raw.get("checks") if isinstance(raw.get("checks"), dict) else {}
     problems += [f"unknown setting grading.{k} (the settings are {', '.join(SECTIONS['grading'])})"
                  for k in grading if k not in SECTIONS["grading"]]
@@ -86,12 +102,34 @@ def _read(path: str) -> Course:
     problems += [f"guards.{k} must be a number of seconds > 0, not {v!r}" for k, v in guards.items() if not _positive(v)]
     if problems:
         raise CourseError(f"{path}: " + "; ".join(problems))
-    course = Course(training, None if minutes is None else float(minutes), {k: float(v) for k, v in guards.items()},
-                    dict(checks))
+    course = Course(training, None if minutes is None else float(minutes), recipes,
+                    {k: float(v) for k, v in guards.items()}, dict(checks))
     from grader.rubric import apply_entries, read_rubric
 
     apply_entries(course.checks, *read_rubric(), path)  # the checks, checked now: CourseError's parent names them
     return course
+
+
+def _recipes(chosen: dict) -> tuple[dict[str, tuple[str, float | None]], list[str]]:
+    """[recipes]: exercise -> "recipe" or {recipe = ..., epochs = ...}; the choices and the problems.
+    A recipe may train an exercise when it has the exercise's data and thresholds (its checks)."""
+    found, problems = {}, []
+    for exercise, entry in chosen.items():
+        name, epochs = (entry, None) if isinstance(entry, str) else \
+            (entry.get("recipe", exercise), entry.get("epochs")) if isinstance(entry, dict) else (None, None)
+        if exercise not in RECIPES:
+            problems.append(f"recipes.{exercise}: no such exercise (the exercises are {', '.join(RECIPES)})")
+        elif not isinstance(name, str) or name not in ALL_RECIPES:
+            problems.append(f"recipes.{exercise}: {name!r} is no recipe (the recipes are {', '.join(ALL_RECIPES)})")
+        elif (ALL_RECIPES[name].dataset, ALL_RECIPES[name].thresholds) != (RECIPES[exercise].dataset, RECIPES[exercise].thresholds):
+            problems.append(f"recipes.{exercise}: {name} trains on other data or thresholds than the exercise")
+        elif isinstance(entry, dict) and set(entry) - {"recipe", "epochs"}:
+            problems.append(f"recipes.{exercise}: an entry holds only recipe and epochs")
+        elif epochs is not None and not _positive(epochs):
+            problems.append(f"recipes.{exercise}.epochs must be a number > 0, not {epochs!r}")
+        else:
+            found[exercise] = (name, None if epochs is None else float(epochs))
+    return found, problems
 
 
 def _positive(value: object) -> bool:

@@ -108,6 +108,12 @@ class GradeOptions:
         return replace(self, device=str(resolve_device(self.device)),
                        data_dir=str(resolve_data_dir(self.data_dir).resolve()))
 
+    def recipe_for(self, exercise: str) -> Recipe:
+        """The recipe that trains ``exercise`` here: the course file's choice, else the kit's (on a
+        CPU, the exercise's CPU recipe where it has one)."""
+        chosen = read_course(self.course).recipe_for(exercise) if self.course else None
+        return chosen or get_recipe(exercise, self.device)
+
     def limit_for(self, recipe: Recipe) -> float:
         """The guard on training seconds for ``recipe`` on the resolved device: ``time_limit`` when
         given, else the course file's guard for it, else the recipe's own, else 600 on a CPU and 300
@@ -281,7 +287,7 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
         run.message = f"not trained: {refused}"
         return run, verdicts(run.message)
     options = options.resolved()
-    recipe = get_recipe(name, options.device)  # on a CPU, the exercise's CPU recipe where it has one
+    recipe = options.recipe_for(name)  # the course's, else on a CPU the exercise's CPU recipe where it has one
     run.config = recipe.name
     try:
         data = _dataset(recipe.dataset, options.data_dir)  # held here; the children get parts of it

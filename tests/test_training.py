@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import real_data_dir
-from reference.configs import ALL_RECIPES, CPU_RECIPES, RECIPES, ModelConfig, get_recipe, recipes_for
+from reference.configs import ALL_RECIPES, CPU_RECIPES, RECIPES, SHEET_RECIPES, ModelConfig, get_recipe, recipes_for
 from reference.data import load_mnist
 from reference.devices import describe_device
 from reference import training
@@ -155,9 +155,24 @@ def test_a_cpu_recipe_trains_the_same_exercise():
         gpu = RECIPES[exercise]
         assert (cpu.dataset, cpu.thresholds) == (gpu.dataset, gpu.thresholds) and cpu.name != gpu.name
         assert get_recipe(exercise, "cpu") is cpu and get_recipe(exercise, torch.device("meta")) is gpu
-        assert get_recipe(exercise) is gpu and get_recipe(cpu.name) is cpu and recipes_for(exercise) == [gpu, cpu]
-    assert get_recipe("mnist", "cpu") is RECIPES["mnist"] and recipes_for("mnist") == [RECIPES["mnist"]]
-    assert set(ALL_RECIPES) == set(RECIPES) | {r.name for r in CPU_RECIPES.values()}
+        assert get_recipe(exercise) is gpu and get_recipe(cpu.name) is cpu and recipes_for(exercise)[:2] == [gpu, cpu]
+    sheets = list(SHEET_RECIPES.values())
+    assert get_recipe("mnist", "cpu") is RECIPES["mnist"] and recipes_for("mnist") == [RECIPES["mnist"], *sheets]
+    assert set(ALL_RECIPES) == set(RECIPES) | {r.name for r in CPU_RECIPES.values()} | set(SHEET_RECIPES)
+
+
+def test_the_seed_sheets_models_train_the_mnist_exercise():
+    """6 layers and 8 heads, and 5 layers of width 64: patch 7, d 64, MLP 128, the exercise's data,
+    thresholds and schedule; each checkpoint's parameters fit one recipe only."""
+    shapes = []
+    for recipe in SHEET_RECIPES.values():
+        m = recipe.model
+        assert (recipe.dataset, recipe.thresholds, recipe.train) == ("mnist", RECIPES["mnist"].thresholds, RECIPES["mnist"].train)
+        assert (m.patch_size, m.d_model, m.d_hidden) == (7, 64, 128)
+        shapes.append({k: tuple(v.shape) for k, v in m.build().state_dict().items()})
+    assert [(r.model.num_layers, r.model.num_heads) for r in SHEET_RECIPES.values()] == [(6, 8), (5, 4)]
+    shapes.append({k: tuple(v.shape) for k, v in RECIPES["mnist"].model.build().state_dict().items()})
+    assert len({tuple(sorted(s.items())) for s in shapes}) == len(shapes)
     with pytest.raises(ValueError, match="cifar10-cpu"):
         get_recipe("cifar100")
 

@@ -14,7 +14,7 @@ from course import autograder, handout
 from grader.__main__ import main as grader_main
 from grader.checks import CHECKS
 from grader.course import COURSE_FILE, TRAINING, Course, CourseError, read_course
-from grader.grade import TRAINING_CHOICES, GradeOptions
+from grader.grade import TRAINING_CHOICES, GradeOptions, grade_submission
 from grader.rubric import read_rubric
 from reference.configs import get_recipe
 
@@ -56,6 +56,29 @@ def test_every_mistake_of_a_course_file_is_said_at_once(tmp_path):
     wrong_check = course_file(tmp_path, '[checks]\n"vit:nothing" = 2\n"vit:forward" = { points = 1, visibility = "never" }\n')
     with pytest.raises(ValueError, match="unknown checks: vit:nothing.*visibility must be one of"):
         read_course(wrong_check)
+
+
+def test_a_course_trains_an_exercise_with_another_recipe_and_budget(tmp_path):
+    course = course_file(tmp_path, '[recipes]\nmnist = { recipe = "mnist-sheet-6x8", epochs = 3 }\n')
+    recipe = GradeOptions(course=str(course)).recipe_for("mnist")
+    assert (recipe.name, recipe.model.num_layers, recipe.model.num_heads, recipe.train.epochs) == ("mnist-sheet-6x8", 6, 8, 3)
+    assert GradeOptions(device="cpu").recipe_for("cifar10").name == "cifar10-cpu"  # no course: the kit's, per device
+    bad = course_file(tmp_path, '[recipes]\nmnist = "cifar10-cpu"\ncifar100 = "mnist"\n'
+                                'cifar10 = { recipe = "cifar10", epochs = 0 }\n', "bad.toml")
+    with pytest.raises(CourseError) as said:
+        read_course(bad)
+    for part in ("recipes.mnist: cifar10-cpu trains on other data", "recipes.cifar100: no such exercise",
+                 "recipes.cifar10.epochs must be a number > 0"):
+        assert part in str(said.value)
+
+
+def test_grading_trains_the_courses_recipe(tmp_path):
+    course = course_file(tmp_path, '[recipes]\nmnist = "mnist-sheet-5x64"\n')
+    data = make_mnist_dir(tmp_path / "data", 256, 64)
+    options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0, course=str(course))
+    run = grade_submission(REPO / "reference", tmp_path / "work", options).training[0]
+    assert (run.recipe, run.config) == ("mnist", "mnist-sheet-5x64") and run.measured
+    assert run.attention is not None and tuple(run.attention.shape) == (4, 17, 17)
 
 
 def test_grading_follows_the_course_file_and_the_command_line_wins(tmp_path, capsys):
