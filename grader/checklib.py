@@ -187,6 +187,23 @@ def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: 
                           f"{tolerance[index].item():.3g} = {atol:g} + {rtol:g} x |expected|)")
 
 
+def compare_naming(actual: Any, expected: Tensor, mistakes: dict[str, Any], what: str) -> None:
+    """``compare``, and when ``actual`` is not ``expected``, the known mistake it matches is named
+    instead of an index: ``mistakes`` maps each cause (what is wrong and what to do) to what the
+    student's code would give with that mistake, computed here from the same inputs and weights
+    (or a function computing it, for a value the child may not have sent)."""
+    try:
+        compare(actual, expected, what)
+    except CheckFailed:
+        for cause, wrong in mistakes.items():
+            try:
+                if close(actual, wrong() if callable(wrong) else wrong):
+                    raise CheckFailed(cause) from None
+            except (KeyError, TypeError, RuntimeError, IndexError):  # the child gave no such value, or a malformed one
+                continue
+        raise
+
+
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)

@@ -164,8 +164,10 @@ def transformer_block(ns: Any, d_model: int, num_heads: int, d_hidden: int, x: T
         normed = {n: parts[n](x) for n in ("norm1", "norm2")}  # judged by what they compute, not their class
         eps = {n: _layer_norm_eps(parts[n]) for n in ("norm1", "norm2")}
         after = parts["norm1"](x + parts["attention"](x))  # post-norm, for naming a wrong update
+        branch_normed = x + parts["norm1"](parts["attention"](x))  # x + norm(f(x)), for naming a wrong update
         other = {"post_norm": parts["norm2"](after + parts["mlp"](after)), "mlp(norm2(x))": parts["mlp"](normed["norm2"]),
-                 "mlp(norm2(attended))": parts["mlp"](parts["norm2"](attended))}
+                 "mlp(norm2(attended))": parts["mlp"](parts["norm2"](attended)),
+                 "norm_on_branch": branch_normed + parts["norm2"](parts["mlp"](branch_normed))}
     return {"out": out, "masked": masked, "weights": weights, "attended": attended, "mlp_out": mlp_out,
             "normed": normed, "eps": eps, "other": other, "state": _state(block, BLOCK_PARAMS), "classes": {n: _classes(m) for n, m in parts.items()}}
 
@@ -177,7 +179,8 @@ def patchify(ns: Any, images: Tensor, patch_size: int) -> dict:
 def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None) -> dict:
     """Logits (train and eval mode), attention maps, which parameters got a gradient, which blocks
     ran, the weights, and the parts' outputs: ``tokens`` = embedding(patchify(images)) and
-    ``blocks_out`` = blocks(``blocks_in``), where ``blocks_in`` = [class; tokens] + pos; and what
+    ``blocks_out`` = blocks(``blocks_in``), where ``blocks_in`` = [class; tokens] + pos; the blocks'
+    output on the usual wrong inputs (``variants``: [tokens; class] + pos, [class; tokens]); and what
     each norm (``blocks.<i>.norm1``, ``blocks.<i>.norm2``, ``norm``) gives on ``norm_input``, with
     its eps when it is an nn.LayerNorm."""
     model = ns.VisionTransformer(**kwargs)
@@ -195,7 +198,7 @@ def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None)
     with torch.no_grad():
         eval_logits = model(images)
         maps = model.attention_maps(images)
-        parts, parts_error = {}, ""
+        parts, parts_error, variants = {}, "", {}
         if block_list and all(hasattr(model, p) for p in ("embedding", "class_token", "pos_embedding")):
             try:  # the interface's parts, called as the interface describes them
                 tokens = model.embedding(ns.patchify(images, kwargs["patch_size"]))  # (B, N, D)
@@ -205,12 +208,18 @@ def vit(ns: Any, kwargs: dict, images: Tensor, norm_input: Tensor | None = None)
                     parts["normed"] = model.norm(parts["blocks_out"])  # judged by what it computes
             except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
                 parts, parts_error = {}, f"{type(e).__name__}: {str(e)[:200]}"
+            try:  # the blocks on the usual wrong inputs, for naming a wrong forward (never a verdict)
+                cls = model.class_token.expand(tokens.size(0), -1, -1)  # (B, 1, D)
+                variants = {"class_last": blocks(torch.cat([tokens, cls], dim=1) + model.pos_embedding),
+                            "no_pos": blocks(torch.cat([cls, tokens], dim=1))}  # (B, N+1, D) each
+            except Exception:  # noqa: BLE001 - a forward that cannot be named is compared as it is
+                variants = {}
         norms = {f"blocks.{i}.{n}": getattr(b, n, None) for i, b in enumerate(block_list) for n in ("norm1", "norm2")}
         norms["norm"] = getattr(model, "norm", None)
         normed = {path: {"out": m(norm_input), "eps": _layer_norm_eps(m)} for path, m in norms.items()
                   if isinstance(m, nn.Module) and norm_input is not None}
     return {
-        "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts, "norms": normed,
+        "logits": logits.detach(), "eval_logits": eval_logits, "parts": parts, "variants": variants, "norms": normed,
         "maps": [m for m in maps] if isinstance(maps, (list, tuple)) else maps,
         "no_grad": no_grad, "parts_error": parts_error,
         "state": _state(model, (*VIT_PARAMS, *(f"blocks.{i}.{n}" for i in range(len(block_list)) for n in BLOCK_PARAMS))),

@@ -15,6 +15,7 @@ from grader.checklib import (
     check_dropout,
     close,
     compare,
+    compare_naming,
     copy_to_mha,
     expect,
     expect_linear,
@@ -58,6 +59,10 @@ def attention_diagnosis(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, ou
     if mask is not None:  # NaN in the rows that an inverted mask leaves empty, as the mistake gives
         causes["the mask is inverted: True means 'may attend', so the False positions must get weight 0"] = \
             softmax(scores / d ** 0.5, keep=~mask)
+        causes["the mask is ignored: set the scores where the mask is False to -inf before the softmax "
+               "(True = may attend)"] = softmax(scores / d ** 0.5, keep=None)
+        causes["the masked scores are set to 0 instead of -inf: a score of 0 still gets weight after the softmax; "
+               "fill them with float('-inf')"] = softmax((scores / d ** 0.5).masked_fill(~mask, 0.0), keep=None)
     right = softmax(scores / d ** 0.5)
     if not close(weights, right):
         found = [cause for cause, wrong in causes.items() if close(weights, wrong, same_nan=True)]
@@ -132,6 +137,9 @@ def test_attention_single_head_matches_pytorch(ctx: Context) -> None:
     state = value["state"]
     need(state, "w_q.weight", "w_k.weight", "w_v.weight")
     pq, pk, pv = q @ state["w_q.weight"].T, k @ state["w_k.weight"].T, v @ state["w_v.weight"].T
+    if isinstance(value["weights"], Tensor):  # the attention function's mistakes, named here too
+        cause = attention_diagnosis(pq, pk, pv, mask, value["out"], value["weights"])
+        expect(cause is None, f"Eq. (1) with a mask: {cause}")
     compare(value["out"], F.scaled_dot_product_attention(pq, pk, pv, attn_mask=mask), "output of Eq. (1) with a mask")
     compare(value["plain"], value["out"], "forward without return_attention must return the same output")
     expect(tuple(value["weights"].shape) == (3, 5, 7), f"attention weights shape {tuple(value['weights'].shape)}, expected (3, 5, 7)")
@@ -152,7 +160,49 @@ def test_multihead_interface(ctx: Context) -> None:
            f"{'it raised ' + raised['raised'] if raised['raised'] else 'it raised nothing'}")
 
 
+NO_OUTPUT_PROJECTION = "W^O is never applied: after merging the heads back to (B, T, d_model), apply self.w_o"
+
+
+def multihead_mistakes(x: Tensor, s: dict[str, Tensor], h: int, mask: Tensor | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The usual multi-head mistakes, computed here from the same input and the module's weights
+    (with a right attention function): cause -> the per-head weights (B, h, T, T) it gives, and
+    cause -> the output (B, T, D) it gives with right weights."""
+    B, T, D = x.shape
+    d = D // h
+
+    def project(p: str) -> Tensor:
+        return F.linear(x.double(), s[f"{p}.weight"].double(), s[f"{p}.bias"].double())  # (B, T, D)
+
+    def split(t: Tensor) -> Tensor:
+        return t.reshape(B, T, h, d).transpose(1, 2)  # (B, h, T, d)
+
+    def attend(q: Tensor, k: Tensor, scale: float, keep: Tensor | None = mask) -> Tensor:
+        scores = q @ k.transpose(-2, -1) / scale  # (B, h, T, T)
+        return (scores if keep is None else scores.masked_fill(~keep, float("-inf"))).softmax(-1)
+
+    q, k, v = project("w_q"), project("w_k"), project("w_v")
+    weights = {
+        "your heads are split with reshape only: (B, T, d_model) -> (B, T, heads, d_head) must then be transposed "
+        "to (B, heads, T, d_head) before the scores": attend(q.reshape(B, h, T, d), k.reshape(B, h, T, d), d ** 0.5),
+        "the scores are divided by sqrt(d_model); each head's scores are divided by sqrt(d_head) = "
+        "sqrt(d_model / num_heads)": attend(split(q), split(k), D ** 0.5),
+    }
+    if mask is not None:
+        weights["the mask is not applied: pass it to the attention function, the same (T, T) mask for every head"] = \
+            attend(split(q), split(k), d ** 0.5, keep=None)
+    heads = attend(split(q), split(k), d ** 0.5) @ split(v)  # (B, h, T, d)
+    w_o, b_o = s["w_o.weight"].double(), s["w_o.bias"].double()
+    outputs = {
+        NO_OUTPUT_PROJECTION: heads.transpose(1, 2).reshape(B, T, D),
+        "the heads are merged with reshape only: (B, heads, T, d_head) must be transposed to (B, T, heads, d_head) "
+        "before the reshape to (B, T, d_model)": F.linear(heads.reshape(B, T, D), w_o, b_o),
+    }
+    return weights, outputs
+
+
 def _multihead_parity(ctx: Context, num_heads: int, d_model: int) -> None:
+    """The module's per-head weights and output against nn.MultiheadAttention's with its weights,
+    naming the usual mistakes."""
     x = ctx.randn(3, 6, d_model)
     mask = ctx.mask(6, 6)
     for m in (None, mask):
@@ -161,16 +211,19 @@ def _multihead_parity(ctx: Context, num_heads: int, d_model: int) -> None:
         mha = copy_to_mha(value["state"], d_model, num_heads, True)
         with torch.no_grad():
             out, weights = mha(x, x, x, attn_mask=None if m is None else ~m, average_attn_weights=False)
-        how = "with a mask" if m is not None else "without a mask"
+        how = f"{num_heads} head{'s' if num_heads > 1 else ''}, {'with a mask' if m is not None else 'without a mask'}"
+        wrong_weights, wrong_outputs = multihead_mistakes(x, value["state"], num_heads, m)
         try:
-            compare(value["out"], out, f"output vs nn.MultiheadAttention ({num_heads} heads, {how})")
-            compare(value["weights"], weights, f"per-head weights (B, heads, T, T) vs nn.MultiheadAttention ({num_heads} heads, {how})")
+            compare_naming(value["weights"], weights, {f"{c} ({how})": w for c, w in wrong_weights.items()},
+                           f"per-head weights (B, heads, T, T) vs nn.MultiheadAttention ({how})")
+            compare_naming(value["out"], out, {f"{c} ({how})": w for c, w in wrong_outputs.items()},
+                           f"output vs nn.MultiheadAttention ({how})")
         except CheckFailed:
             # A mistake inherited from the student's own attention function is charged to attention only.
             if ctx.passed("attention"):
                 raise
             spec = _multihead_from_own_function(ctx, value["state"], num_heads, x, m)
-            compare(value["out"], spec, f"output vs multi-head attention built from your own attention function ({num_heads} heads, {how})",
+            compare(value["out"], spec, f"output vs multi-head attention built from your own attention function ({how})",
                     same_nan=True)
 
 

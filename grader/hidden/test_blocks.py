@@ -18,9 +18,9 @@ from grader.checklib import (
     check,
     check_dropout,
     class_name,
-    close,
     compare,
     compare_any,
+    compare_naming,
     copy_to_mha,
     expect,
     expect_linear,
@@ -50,21 +50,6 @@ def test_feedforward_matches_spec(ctx: Context) -> None:
     ctx.cache["gelu"] = compare_any(value["out"], forms, "fc2(gelu(fc1(x)))")  # the form the ViT check uses too
 
 
-def expect_update(out: object, expected: torch.Tensor, mistakes: dict, what: str) -> None:
-    """``out`` must be ``expected``; when it is not, the known mistake it matches is named
-    (``mistakes``: cause -> what the block would give then, or a function computing it)."""
-    try:
-        compare(out, expected, what)
-    except CheckFailed:
-        for cause, wrong in mistakes.items():
-            try:
-                if close(out, wrong() if callable(wrong) else wrong):
-                    raise CheckFailed(cause) from None
-            except (KeyError, TypeError, RuntimeError):  # the child gave no such value, or a malformed one
-                continue
-        raise
-
-
 @check("residual_block:uses_its_parts", points=0.5, student=True)
 def test_residual_block_uses_its_parts(ctx: Context) -> None:
     """SelfAttentionBlock is built from your ScaledDotProductAttention and FeedForwardBlock."""
@@ -81,7 +66,7 @@ def test_residual_block_residual_update(ctx: Context) -> None:
     x = ctx.randn(3, 5, 8)
     value = ctx.run("residual_block", 8, 16, x)
     other = value.get("other") or {}
-    expect_update(value["out"], x + value["attended"] + value["mlp_out"], {
+    compare_naming(value["out"], x + value["attended"] + value["mlp_out"], {
         "the MLP branch is not added: after x <- x + attention(x, x, x) comes x <- x + mlp(x)": x + value["attended"],
         "the attention branch is not added: x <- x + attention(x, x, x) comes first": lambda: x + other["mlp(x)"],
         "the MLP is applied to the block's input; apply it to x after the attention update": lambda: x + value["attended"] + other["mlp(x)"],
@@ -107,9 +92,11 @@ def test_transformer_block_pre_norm_update(ctx: Context) -> None:
         expect(_norm_fit(value, x, name) is not None, f"{name} must compute LayerNorm over the last axis with an eps "
                f"from {EPS_RANGE[0]:g} to {EPS_RANGE[1]:g} (nn.LayerNorm(d_model), or your own equal to it)")
     other = value.get("other") or {}
-    expect_update(value["out"], x + value["attended"] + value["mlp_out"], {
+    compare_naming(value["out"], x + value["attended"] + value["mlp_out"], {
         "the norms come after the residual additions (post-norm); this block is pre-norm: x <- x + attention(norm1(x))":
             lambda: other["post_norm"],
+        "the LayerNorms are applied to the branches' outputs (x + norm(f(x))); pre-norm applies them to their inputs: "
+        "x <- x + attention(norm1(x)); x <- x + mlp(norm2(x))": lambda: other["norm_on_branch"],
         "the MLP branch is not added: after x <- x + attention(norm1(x)) comes x <- x + mlp(norm2(x))": x + value["attended"],
         "the MLP branch gets the block's input; give it x after the attention update": lambda: x + value["attended"] + other["mlp(norm2(x))"],
         "the attention branch has no residual connection: x <- x + attention(norm1(x))":

@@ -14,6 +14,7 @@ from grader.checklib import (
     LayerNormFit,
     check,
     compare,
+    compare_naming,
     expect,
     expect_linear,
     is_student_class,
@@ -29,12 +30,31 @@ def reference_patches(images: Tensor, p: int) -> Tensor:
     return grid.reshape(B, (H // p) * (W // p), C * p * p)
 
 
+def compare_patches(out: object, images: Tensor, p: int, what: str) -> None:
+    """``out`` must be ``reference_patches(images, p)``; when it is one of the usual wrong orders
+    (the grid column by column, each patch transposed or flattened channels last), that is said."""
+    B, C, H, W = images.shape
+    grid = images.reshape(B, C, H // p, p, W // p, p)  # (B, C, h, P, w, P)
+
+    def order(*axes: int) -> Tensor:  # the patches in another order: grid axes first, then one patch's
+        return grid.permute(0, *axes).reshape(B, (H // p) * (W // p), C * p * p)
+
+    compare_naming(out, reference_patches(images, p), {
+        "the patches are in column-major order (the grid column by column); take them row by row: "
+        "(B, C, H/P, P, W/P, P) -> (B, H/P, W/P, C, P, P)": order(4, 2, 1, 3, 5),
+        "each patch is transposed (flattened column by column); flatten it row by row, in (C, P, P) order: "
+        "(B, C, H/P, P, W/P, P) -> (B, H/P, W/P, C, P, P)": order(2, 4, 1, 5, 3),
+        "each patch is flattened in (P, P, C) order (channels last); flatten it in (C, P, P) order: "
+        "(B, C, H/P, P, W/P, P) -> (B, H/P, W/P, C, P, P)": order(2, 4, 3, 5, 1),
+    }, what)
+
+
 @check("patchify:one_channel", points=1, student=True)
 def test_patchify_one_channel(ctx: Context) -> None:
     """patchify cuts (B, 1, H, W) and (B, H, W) images into row-major patches."""
     images = ctx.randn(2, 1, 28, 28)
-    compare(ctx.run("patchify", images, 7)["out"], reference_patches(images, 7), "patchify((2, 1, 28, 28), 7)")
-    compare(ctx.run("patchify", images[:, 0], 4)["out"], reference_patches(images, 4), "patchify((2, 28, 28), 4), read as C = 1")
+    compare_patches(ctx.run("patchify", images, 7)["out"], images, 7, "patchify((2, 1, 28, 28), 7)")
+    compare_patches(ctx.run("patchify", images[:, 0], 4)["out"], images, 4, "patchify((2, 28, 28), 4), read as C = 1")
 
 
 @check("patchify:three_channels", points=0.5, student=True)
@@ -42,7 +62,7 @@ def test_patchify_three_channels(ctx: Context) -> None:
     """patchify flattens each patch of a 3-channel image in (C, P, P) order."""
     for shape, p in (((2, 3, 8, 8), 4), ((1, 3, 6, 12), 3), ((2, 3, 32, 32), 4)):
         images = ctx.randn(*shape)
-        compare(ctx.run("patchify", images, p)["out"], reference_patches(images, p), f"patchify({shape}, {p}): (C, P, P) order per patch")
+        compare_patches(ctx.run("patchify", images, p)["out"], images, p, f"patchify({shape}, {p}): (C, P, P) order per patch")
 
 
 @check("patchify:indivisible_raises", points=0.5, student=True)
@@ -86,11 +106,12 @@ def _vit_norms(value: dict) -> dict[str, LayerNormFit] | None:
     return fits if fits and all(f is not None for f in fits.values()) else None  # type: ignore[return-value]
 
 
-def _vit_spec(value: dict) -> Tensor:
+def _vit_spec(value: dict) -> tuple[Tensor, dict[str, object]]:
     """head(norm(blocks([class; embedding(patches)] + pos)[:, 0])), put together here: the
     blocks' output comes from the child, which ran them on [class; embedding(patches)] + pos
     computed by the probe itself (so that input is not compared: it could not differ), the rest
-    from the weights and what the norm computes."""
+    from the weights and what the norm computes. With it, the usual wrong forwards (cause -> the
+    logits they give, from the blocks' outputs on the wrong inputs the probe sent)."""
     expect(isinstance(value["embedding"], dict), "the interface's patch embedding is `self.embedding = nn.Linear(C*P*P, "
            f"d_model)`, applied to patchify's output (B, N, C*P*P); found a {value['embedding']}")
     expect(not value.get("parts_error"), "the ViT's parts, called as the interface describes them "
@@ -103,8 +124,24 @@ def _vit_spec(value: dict) -> Tensor:
     norm = layer_norm_affine(parts["blocks_out"], parts["normed"], eps)
     expect(norm is not None, f"norm must compute LayerNorm over the last axis with an eps from {EPS_RANGE[0]:g} to "
                              f"{EPS_RANGE[1]:g} (nn.LayerNorm(d_model), or your own equal to it)")
-    first = parts["blocks_out"][:, 0]  # (B, D): the class token after the blocks
-    return F.linear(F.layer_norm(first, first.shape[-1:], norm.weight, norm.bias, norm.eps), s["head.weight"], s["head.bias"])
+
+    def head(token: Tensor) -> Tensor:  # (B, D) -> (B, classes), through the ViT's own norm and head
+        return F.linear(F.layer_norm(token, token.shape[-1:], norm.weight, norm.bias, norm.eps), s["head.weight"], s["head.bias"])
+
+    out, wrong = parts["blocks_out"], value.get("variants") or {}  # (B, N+1, D) each
+    pos = s["pos_embedding"]
+    mistakes = {
+        "the class token is appended at the end of the tokens; prepend it ([class; patches]): the head reads it at "
+        "position 0": lambda: head(wrong["class_last"][:, 0]),
+        "the class token is appended at the end and read there; the interface puts it first ([class; patches]) "
+        "and reads position 0": lambda: head(wrong["class_last"][:, -1]),
+        "the head reads the last position; the class token is at position 0: read x[:, 0]": lambda: head(out[:, -1]),
+        "the positional embedding is added after the blocks; add it to the tokens before them: "
+        "blocks([class; patches] + pos)": lambda: head((wrong["no_pos"] + pos)[:, 0]),
+        "the positional embedding is never added; add it to the tokens before the blocks: "
+        "blocks([class; patches] + pos)": lambda: head(wrong["no_pos"][:, 0]),
+    }
+    return head(out[:, 0]), mistakes  # out[:, 0]: the class token after the blocks
 
 
 def _reference_logits(kwargs: dict, value: dict, images: Tensor, gelu: str = "none") -> Tensor | None:
@@ -164,7 +201,9 @@ def test_vit_forward(ctx: Context) -> None:
         size = f"{kwargs['in_channels']}x{kwargs['image_size']}x{kwargs['image_size']} images"
         want = (batch, kwargs["num_classes"])
         expect(tuple(value["logits"].shape) == want, f"logits shape {tuple(value['logits'].shape)} for {size}, expected (B, num_classes) = {want}")
-        compare(value["eval_logits"], _vit_spec(value), f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
+        spec, mistakes = _vit_spec(value)
+        compare_naming(value["eval_logits"], spec, {f"{cause} ({size})": wrong for cause, wrong in mistakes.items()},
+                       f"head(norm(blocks([class; embedding(patches)] + pos))[:, 0]), with the ViT's own parts, {size}")
         expected = _reference_logits(kwargs, value, images, ctx.cache.get("gelu", "none")) if parts_pass else None
         if expected is not None:
             compare(value["eval_logits"], expected, f"logits vs the specified ViT with your weights, {size}")

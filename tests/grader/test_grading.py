@@ -33,6 +33,16 @@ PRE_NORM = '''        attended, weights = self.attention(self.norm1(x), mask, re
         x = x + self.dropout2(self.mlp(self.norm2(x)))
         return (x, weights) if return_attention else x'''
 SDPA_LINE = "        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, h, T, D/h), (B, h, T, T)"
+SCALED_BY_D_MODEL = '''        scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, h, T, T): d_model where d_head belongs
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        out = weights @ v  # (B, h, T, D/h)'''
+NORM_ON_BRANCH = '''        attended, weights = self.attention(x, mask, return_attention=True)
+        x = x + self.dropout1(self.norm1(attended))
+        x = x + self.dropout2(self.norm2(self.mlp(x)))
+        return (x, weights) if return_attention else x'''
+PATCH_ORDER = "grid.permute(0, 2, 4, 1, 3, 5)"
 CNN = '''    def forward(self, images: Tensor) -> Tensor:
         """CNN"""
         if not hasattr(self, "cnn"):
@@ -66,6 +76,10 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "single_head_bias": ("attention.py", [("self.w_q = nn.Linear(d_model, d_model, bias=False)", "self.w_q = nn.Linear(d_model, d_model)")], "attention"),
     "wrong_head_split": ("attention.py", [("t.view(B, T, h, D // h).transpose(1, 2)", "t.reshape(B, h, T, D // h)")], "multihead"),
     "no_output_projection": ("attention.py", [("        out = self.w_o(out)\n", "")], "multihead"),
+    "scale_by_d_model": ("attention.py", [(SDPA_LINE, SCALED_BY_D_MODEL)], "multihead"),
+    "multihead_mask_not_passed": ("attention.py", [(SDPA_LINE, SDPA_LINE.replace("(q, k, v, mask)", "(q, k, v)"))], "multihead"),
+    "mask_filled_with_zero": ("attention.py", [("scores.masked_fill(~mask, float(\"-inf\"))", "scores.masked_fill(~mask, 0.0)")],
+                              "attention"),
     "no_value_error": ("attention.py", [("            raise ValueError(f\"d_model={d_model} must be divisible by num_heads={num_heads}\")",
                                          "            pass")], "multihead"),
     "no_attention_dropout": ("attention.py", [("self.dropout = nn.Dropout(dropout)", "self.dropout = nn.Dropout(0.0)")], "multihead"),
@@ -76,6 +90,7 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "post_norm": ("blocks.py", [(PRE_NORM, POST_NORM)], "transformer_block"),
     "mlp_sees_block_input": ("blocks.py", [("        x = x + self.attention(x, x, x, mask)\n        x = x + self.mlp(x)\n",
                                             "        x = x + self.attention(x, x, x, mask) + self.mlp(x)\n")], "residual_block"),
+    "norm_on_branch_output": ("blocks.py", [(PRE_NORM, NORM_ON_BRANCH)], "transformer_block"),
     "no_mlp_residual": ("blocks.py", [("x = x + self.dropout2(self.mlp(self.norm2(x)))", "x = self.dropout2(self.mlp(self.norm2(x)))")],
                         "transformer_block"),
     "norm_is_not_layer_norm": ("blocks.py", [("self.norm1 = nn.LayerNorm(d_model)", "self.norm1 = nn.Identity()")], "transformer_block"),
@@ -89,12 +104,16 @@ CORPUS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                                        ("MultiHeadSelfAttention(d_model, num_heads, dropout)", "MultiHeadSelfAttention(d_model, num_heads, 0.0)"),
                                        ("FeedForwardBlock(d_model, d_hidden, dropout)", "FeedForwardBlock(d_model, d_hidden, 0.0)")], "transformer_block"),
     "patchify_ppc_order": ("vit.py", [("grid.permute(0, 2, 4, 1, 3, 5)", "grid.permute(0, 2, 4, 3, 5, 1)")], "patchify"),
+    "patchify_column_major": ("vit.py", [(PATCH_ORDER, "grid.permute(0, 4, 2, 1, 3, 5)")], "patchify"),
+    "patchify_transposed_patches": ("vit.py", [(PATCH_ORDER, "grid.permute(0, 2, 4, 1, 5, 3)")], "patchify"),
     "patchify_no_value_error": ("vit.py", [("    if P < 1 or H % P or W % P:\n        raise ValueError", "    if False:\n        raise ValueError")], "patchify"),
     "huge_allocation": ("vit.py", [("    grid = images.reshape(B, C, H // P, P, W // P, P)",
                                     "    if H != W:\n        torch.empty(10 ** 12)\n    grid = images.reshape(B, C, H // P, P, W // P, P)")], "patchify"),
     "cnn_instead_of_blocks": ("vit.py", [("    def forward(self, images: Tensor) -> Tensor:", CNN)], "vit"),
     "vit_norm_is_not_layer_norm": ("vit.py", [("self.norm = nn.LayerNorm(d_model)", "self.norm = nn.Identity()")], "vit"),
     "head_reads_mean": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x.mean(1)))")], "vit"),
+    "class_token_appended": ("vit.py", [("torch.cat([cls, x], dim=1)", "torch.cat([x, cls], dim=1)")], "vit"),
+    "class_token_read_last": ("vit.py", [("return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, -1]))")], "vit"),
     "class_token_without_gradient": ("vit.py", [("cls = self.class_token.expand(", "cls = self.class_token.detach().expand(")], "vit"),
     "one_attention_map": ("vit.py", [("        return maps\n", "        return maps[:1]\n")], "vit"),
     "attention_weights_none": ("attention.py", [("        return (out, weights) if return_attention else out\n        # END SOLUTION\n\n\nclass MultiHeadSelfAttention",
@@ -218,13 +237,37 @@ CAUSES = {"missing_scale": "the scores are not scaled; divide them by sqrt(d_k)"
           "softmax_wrong_axis": "the softmax is taken over the queries (dim -2)",
           "inverted_mask": "the mask is inverted: True means 'may attend'",
           "output_not_weights_at_v": "the weights are right but the output is not weights @ v",
-          "naive_softmax": "subtract the row maximum before exp"}
+          "naive_softmax": "subtract the row maximum before exp",
+          "mask_ignored": "the mask is ignored: set the scores where the mask is False to -inf",
+          "mask_filled_with_zero": "the masked scores are set to 0 instead of -inf"}
 
 
 @pytest.mark.parametrize("name", sorted(CAUSES))
 def test_the_commonest_attention_mistakes_are_named(grades, name):
     messages = [r.message for r in grades[name].results if r.component == "attention" and not r.passed]
     assert any(CAUSES[name] in m for m in messages), messages
+
+
+# a mistake past the attention function -> its component, and the cause each failed check of it must name
+NAMED = {"scale_by_d_model": ("multihead", "the scores are divided by sqrt(d_model); each head's scores are divided by sqrt(d_head)"),
+         "wrong_head_split": ("multihead", "your heads are split with reshape only: (B, T, d_model) -> (B, T, heads, d_head) "
+                                           "must then be transposed to (B, heads, T, d_head)"),
+         "no_output_projection": ("multihead", "W^O is never applied"),
+         "multihead_mask_not_passed": ("multihead", "the mask is not applied: pass it to the attention function"),
+         "norm_on_branch_output": ("transformer_block", "the LayerNorms are applied to the branches' outputs (x + norm(f(x)))"),
+         "class_token_appended": ("vit", "the class token is appended at the end of the tokens; prepend it"),
+         "class_token_read_last": ("vit", "the head reads the last position; the class token is at position 0"),
+         "pos_embedding_after_blocks": ("vit", "the positional embedding is added after the blocks"),
+         "patchify_column_major": ("patchify", "the patches are in column-major order"),
+         "patchify_transposed_patches": ("patchify", "each patch is transposed"),
+         "patchify_ppc_order": ("patchify", "each patch is flattened in (P, P, C) order")}
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_the_usual_mistakes_past_the_attention_function_are_named(grades, name):
+    component, cause = NAMED[name]
+    messages = [r.message for r in grades[name].results if r.component == component and not r.passed]
+    assert any(m.startswith(cause) for m in messages), messages
 
 
 # a wrong composite -> which update the message must name
