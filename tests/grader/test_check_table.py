@@ -95,3 +95,9 @@ def test_an_instructor_adds_a_check_by_writing_a_test(tmp_path: Path, monkeypatc
     bare = results["vit:example_bare_assert"].message
     assert ("test_example.py line" in bare and "ctx.seed == 1" in bare) or bare == "assert 7 == 1"  # rewritten under pytest
     assert results["vit:example_error"].message.startswith("unexpected output (KeyError")
+
+
+def test_multi_head_is_worth_2_of_the_multihead_components_5_points() -> None:
+    """A mistake in what makes attention multi-head (split, per-head scale, W^O) fails many_heads only."""
+    multihead = {n: c.points for n, c in CHECKS.items() if c.component == "multihead"}
+    assert sum(multihead.values()) == 5 and multihead["multihead:many_heads"] == 2

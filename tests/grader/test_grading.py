@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grader.__main__ import main as grader_main
-from grader.checks import TEST_CHECKS
+from grader.checks import CHECKS, TEST_CHECKS
 from grader.grade import GradeOptions, grade_submission
 
 pytestmark = pytest.mark.integration  # the tier `make test-fast` leaves out (tests/conftest.py)
@@ -268,6 +268,14 @@ def test_the_usual_mistakes_past_the_attention_function_are_named(grades, name):
     component, cause = NAMED[name]
     messages = [r.message for r in grades[name].results if r.component == component and not r.passed]
     assert any(m.startswith(cause) for m in messages), messages
+
+
+@pytest.mark.parametrize("name", ["scale_by_d_model", "wrong_head_split", "no_output_projection"])
+def test_a_multi_head_mistake_costs_what_multi_head_is_worth(grades, name):
+    """The head split, each head's scale and W^O are 2 of the component's 5 points: one head sees none of them."""
+    lost = {r.name for r in grades[name].results if not r.passed and not r.skipped}
+    assert lost == {"multihead:many_heads"}, lost
+    assert grades["reference"].score - grades[name].score == CHECKS["multihead:many_heads"].points == 2
 
 
 # a wrong composite -> which update the message must name
