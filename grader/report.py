@@ -328,6 +328,12 @@ def summary(grade: Grade, name: str) -> str:
         lines.append(f"     {'?' if r.undecided else 'x'} {r.name}: {r.message.splitlines()[0] if r.message else ''}"[:160])
     if len(failed) > 12:
         lines.append(f"     ... and {len(failed) - 12} more failed checks (see the report)")
+    skipped: dict[str, list[str]] = {}  # why -> the checks not run for it, named (worth nothing here)
+    for r in grade.results:
+        if r.skipped:
+            skipped.setdefault((r.message or "not run").splitlines()[0], []).append(r.name)
+    for why, names in skipped.items():
+        lines.append(f"     - not run: {', '.join(names)} ({why})"[:240])
     off = [line for line in grade.isolation if re.search(r"\boff\b", line, re.IGNORECASE)]
     if off:
         lines.append(f"  isolation: {'; '.join(off)}")

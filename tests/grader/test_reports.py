@@ -249,3 +249,9 @@ def test_every_html_page_escapes_what_it_shows():
     assert HTML.environment.autoescape is True and FAILURE_HTML.environment.autoescape is True
     assert INDEX.environment.autoescape is True
     assert "<script>" not in FAILURE_HTML.render(name="<script>x", max_score=1.0, output="<script>y")
+
+
+def test_the_terminal_summary_names_every_check_not_run_and_why(reference_grade):
+    said = summary(reference_grade, "reference")
+    assert ("     - not run: training_mnist:94%, training_cifar10:25%, training_cifar10:50%, training_cifar10:70% "
+            "(not run (TRAINING=none))") in said.splitlines()
