@@ -92,9 +92,20 @@ CPU_RECIPES: dict[str, Recipe] = {
 }
 
 
+# The seed homework sheets' own MNIST models, for a course that assigns one of them (course.toml,
+# [recipes]): the exercise's data, thresholds and schedule, their model. "5 layers of width 64"
+# names no heads or MLP: 4 heads and an MLP of 128, as the exercise's model has.
+SHEET_RECIPES: dict[str, Recipe] = {
+    name: Recipe(name=name, dataset="mnist", model=ModelConfig(image_size=28, patch_size=7, in_channels=1, num_classes=10,
+                                                              d_model=64, num_layers=layers, num_heads=heads, d_hidden=128),
+                 train=RECIPES["mnist"].train, thresholds=RECIPES["mnist"].thresholds)
+    for name, layers, heads in (("mnist-sheet-6x8", 6, 8), ("mnist-sheet-5x64", 5, 4))
+}
+
+
 def _by_name() -> dict[str, Recipe]:
     """Every recipe under its own name, the GPU ones first; read from the tables when called."""
-    return {**RECIPES, **{r.name: r for r in CPU_RECIPES.values()}}
+    return {**RECIPES, **{r.name: r for r in CPU_RECIPES.values()}, **SHEET_RECIPES}
 
 
 ALL_RECIPES: dict[str, Recipe] = _by_name()
@@ -112,5 +123,7 @@ def get_recipe(name: str, device: str | torch.device | None = None) -> Recipe:
 
 
 def recipes_for(exercise: str) -> list[Recipe]:
-    """Every recipe that trains ``exercise`` (the GPU one first): a checkpoint may come from any."""
-    return [RECIPES[exercise], *([CPU_RECIPES[exercise]] if exercise in CPU_RECIPES else [])]
+    """Every recipe that trains ``exercise`` (the GPU one first, then the CPU one, then the sheets'
+    models): a checkpoint may come from any."""
+    return [RECIPES[exercise], *([CPU_RECIPES[exercise]] if exercise in CPU_RECIPES else []),
+            *(r for r in SHEET_RECIPES.values() if r.dataset == RECIPES[exercise].dataset)]
