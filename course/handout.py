@@ -5,12 +5,14 @@ The archive holds one folder, ``<assignment>/``, with:
 
 - ``student_template/``: generated afresh from ``reference/`` (the exercises with their TODOs,
   the provided modules, the notebooks, the theory questions);
-- ``tests/``: the visible tests (``course/visible_tests/`` in the kit), plain pytest;
+- ``tests/``: the visible tests, plain pytest: the grader's checks that students see, generated
+  from its table (``course.visible_checks``), run in the student's own Python on the public seed;
 - ``README.md`` (``course/handout_README.md``), ``requirements.txt`` (torch pinned as the kit
   pins it), ``requirements-notebooks.txt`` and ``pytest.ini``.
 
-Nothing of the reference solution, the grader, the hidden checks or the theory answers: the
-builder refuses to write an archive in which any line of the reference's solutions appears.
+Nothing of the reference solution, the hidden checks or the theory answers (of the grader, the
+students' checks and the files they run with, which a submission runs next to when graded anyway):
+the builder refuses to write an archive in which any line of the reference's solutions appears.
 """
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from course import visible_checks
 from course.archive import assignment_name, installed_torch, write_zip
 from course.template import BEGIN, END, EXERCISES, PROVIDED, TemplateError, generate
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "vit-homework"
-VISIBLE_TESTS = Path(__file__).parent / "visible_tests"  # import student_template: run inside a handout
 # What students install: the kit's own torch pin is passed in by `make handout` (TORCH_SPEC).
 REQUIREMENTS = ("numpy>=1.24", "matplotlib>=3.7", "einops>=0.7", "pytest>=7.4", "tqdm>=4.60")
 # ipywidgets: tqdm's progress bars in Jupyter (text lines fill the saved notebook without it)
@@ -116,11 +118,10 @@ def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT, course: Path
         generate(REPO / "reference", root / "student_template")
     except TemplateError as e:
         raise HandoutError(f"the reference's solution markers are malformed: {e}") from None
-    tests = sorted(VISIBLE_TESTS.glob("test_*.py"))
-    if not tests:
-        raise HandoutError(f"no visible tests in {VISIBLE_TESTS}")
-    for test in tests:
-        (root / "tests" / test.name).write_text(test.read_text())
+    try:
+        visible_checks.write(root / "tests")
+    except visible_checks.VisibleChecksError as e:
+        raise HandoutError(str(e)) from None
     try:
         grading = grading_section(course)
     except ValueError as e:  # a course file with a mistake (grader.course.CourseError)

@@ -10,16 +10,19 @@ message the student can act on. Nothing the child says is a verdict.
 """
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 import torch
 from torch import Tensor, nn
 
-from grader.integrity import ATTENTION, CNN, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
-from grader.sandbox import PROBES
-from grader.seeds import derive_seed
-from grader.submission import PACKAGE_NAME
+# Relative imports of modules that need only torch: the handout carries this file, with them, to
+# run the students' checks in its visible tests (course.visible_checks).
+from .integrity import ATTENTION, CNN, DYNAMIC, LIBRARY, REFERENCE, ForbiddenCall
+from .seeds import derive_seed
 
 # The interface name a forbidden call happened in -> the component charged for it.
 OWNER = {
@@ -40,6 +43,7 @@ ATOL = RTOL = 1e-4  # float32 with a different but correct order of operations s
 # ctx.cache: whether every VisionTransformer the checks built is an nn.Sequential of the student's
 # TransformerBlocks that its forward runs, each of them (the training gate reads it)
 RUNS_OWN_BLOCKS = "vit:runs_own_blocks"
+PACKAGE_NAME = "student_submission"  # what a submission is imported as (grader.submission stages it so)
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # when Gradescope shows a check
 
 
@@ -79,6 +83,22 @@ def check(name: str, points: float, *, student: bool = False, visibility: str = 
     return enter
 
 
+@dataclass
+class Outcome:
+    """What one call of a probe (or the import) did, as ``Context.run`` reads it (``grader.sandbox``
+    makes them for a child, ``grader.local`` in this process). ``value`` is plain data; ``error`` is one line."""
+
+    ok: bool
+    value: object | None = None
+    error: str | None = None
+    kind: str | None = None  # one of KINDS when not ok
+    student_traceback: str = ""  # frames in the student's files, then the exception line
+    forbidden_calls: list[ForbiddenCall] = field(default_factory=list)
+    output: str = ""  # the tail of the student's stdout/stderr during this request
+    update: object | None = None  # the last value the probe sent with worker.report(), also after a failure
+    cpu: tuple[float, float] | None = None  # the worker's seconds (on a CPU, waiting for one) during the request
+
+
 class CheckFailed(Exception):
     """A check's verdict: the message says what was wrong."""
 
@@ -105,7 +125,7 @@ class CheckResult:
 class Context:
     """What a check needs: a way to call probes, a seeded generator, and what is known so far."""
 
-    call: Callable[..., Any]  # call(probe, *args) -> Outcome
+    call: Callable[..., Any]  # call(probe, *args) -> Outcome: a probe of grader.probes by its name
     seed: int  # the deployment's secret; the generator draws with seeds derived from it
     generator: torch.Generator = field(init=False)
     forbidden: list[ForbiddenCall] = field(default_factory=list)
@@ -113,6 +133,9 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)  # probe values shared by several checks
     modules: dict[str, str] = field(default_factory=dict)  # the submission's module -> "ok" or why its import failed
     failures: list[str] = field(default_factory=list)  # the kind of every failed call (sandbox.KINDS)
+    # checks ``passed`` may decide on demand when their component has no verdict yet (a selection
+    # of checks that leaves out what a later one builds on, e.g. one file of the handout's tests)
+    pending: dict[str, Callable[..., None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator()
@@ -133,7 +156,7 @@ class Context:
 
     def run(self, probe: str, *args: Any) -> Any:
         """The probe's value, or CheckFailed with the child's error and the student's traceback."""
-        outcome = self.call(f"{PROBES}:{probe}", *args)
+        outcome = self.call(probe, *args)
         self.forbidden += outcome.forbidden_calls
         if not outcome.ok:
             self.failures.append(outcome.kind)
@@ -155,11 +178,39 @@ class Context:
     def passed(self, component: str) -> bool:
         """Whether every check of ``component`` run so far passed, and its code used no library attention;
         CheckUndecided when one of them has no verdict."""
+        if not any(r.component == component for r in self.results.values()):
+            for name, function in list(self.pending.items()):
+                if name.split(":", 1)[0] == component and name not in self.results:
+                    self.decide(name, function)
         own = [r for r in self.results.values() if r.component == component and not r.skipped]
         if any(r.undecided for r in own):  # a verdict built on no verdict is none either
             raise CheckUndecided(f"not decided: it builds on {component}, which the busy grading machine left undecided")
         charged = any(forbidden_owner(c) == component for c in self.forbidden if c.category in CHARGED)
         return bool(own) and all(r.passed for r in own) and not charged
+
+    def decide(self, name: str, function: Callable[..., None]) -> CheckResult:
+        """Run the check ``name`` now, on its own inputs, and record its verdict; the generator of
+        the check that asked is left where it was."""
+        state = self.generator.get_state()
+        self.reseed(f"check:{name}")
+        try:
+            function(self)
+            error = None
+        except Exception as e:  # noqa: BLE001 -- a check's failure, as the runner would record it
+            error = e
+        finally:
+            self.generator.set_state(state)
+        self.record(name, error)
+        return self.results[name]
+
+    def record(self, name: str, error: BaseException | None) -> None:
+        """The verdict of a check that ran: passed, or failed (undecided) with what the student reads;
+        a module that could not be imported is named as the cause."""
+        result = CheckResult(name, error is None, failure_message(error), undecided=isinstance(error, CheckUndecided))
+        failure = self.import_failure(result.component)
+        if failure and not result.passed and not result.undecided:  # the cause, not "does not define 'X'"
+            result = CheckResult(name, False, f"{failure} (so this check could not run)")
+        self.results[name] = result
 
 
 def compare(actual: Any, expected: Tensor, what: str, atol: float = ATOL, rtol: float = RTOL,
@@ -332,3 +383,61 @@ def check_dropout(ctx: Context, name: str, args: list, x: Tensor) -> None:
 def forbidden_owner(call: ForbiddenCall) -> str:
     """The component charged for a forbidden call: where it was made."""
     return OWNER.get(call.component_hint) or FILE_OWNER.get(call.student_file, "vit")
+
+
+def failure_message(error: BaseException | None) -> str:
+    """What the student reads: the check's own message; for anything else, what kind of output
+    the grader did not expect (never the grader's traceback)."""
+    if error is None:
+        return ""
+    if isinstance(error, (CheckFailed, CheckUndecided)):
+        return str(error)
+    if isinstance(error, AssertionError):  # an instructor's plain assert: its message, or where it failed
+        said = (str(error).splitlines() or [""])[0]  # the first line: pytest's rewritten asserts explain below it
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"failed at {Path(frames[-1].filename).name} line {frames[-1].lineno}: {frames[-1].line}" if frames else "failed"
+        return said or where
+    return (f"unexpected output ({type(error).__name__}: {error}); "
+            "see the docstrings for what each function returns")
+
+
+class Runner:
+    """The pytest plugin that runs checks: gives the tests ``ctx``, runs the selected checks in
+    ``names``' order (other tests after them, as collected) and records each verdict in
+    ``ctx.results`` as it comes (a later check may ask ``ctx.passed``). The grader runs the hidden
+    checks with it (``grader.checks``); the handout's visible tests run the students' checks with it."""
+
+    def __init__(self, ctx: Context, names: list[str]) -> None:
+        self.ctx, self.names = ctx, names
+        ctx.pending = {n: TABLE[n].function for n in names if n in TABLE and TABLE[n].function is not None}
+
+    @pytest.fixture(name="ctx")
+    def _ctx(self) -> Context:
+        return self.ctx
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        by_name = {_check_name(i): i for i in items if _check_name(i) is not None}
+        chosen = [by_name[n] for n in self.names if n in by_name]
+        others = [i for i in items if _check_name(i) is None]
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen and i not in others])
+        items[:] = chosen + others
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Each check draws its inputs from its own seed: the same inputs whichever checks ran before."""
+        self.ctx.reseed(f"check:{_check_name(item) or item.name}")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> object:
+        outcome = yield
+        name = _check_name(item)
+        if name is None or (call.when != "call" and call.excinfo is None):
+            return
+        if name not in self.ctx.results:
+            self.ctx.record(name, None if call.excinfo is None else call.excinfo.value)
+        report = outcome.get_result()
+        if report.failed:  # the check's verdict in its own words, not the check's source
+            report.longrepr = f"{name}: {self.ctx.results[name].message}"
+
+
+def _check_name(item: pytest.Item) -> str | None:
+    return getattr(getattr(item, "function", None), "check_name", None)

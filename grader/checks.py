@@ -16,19 +16,19 @@ import importlib
 import io
 import os
 import pkgutil
-import traceback
 from pathlib import Path
 
 import pytest
 
-from grader.checklib import CHARGED, TABLE, Check, CheckFailed, CheckResult, CheckUndecided, Context, forbidden_owner
+from grader.checklib import CHARGED, TABLE, Check, CheckFailed, CheckResult, Context, Runner, forbidden_owner
 from grader import hidden
 from grader.integrity import CNN, DYNAMIC, REFERENCE, ForbiddenCall
 from reference.configs import RECIPES
 
 HIDDEN = Path(hidden.__file__).resolve().parent
 MODULES = ("test_attention", "test_blocks", "test_vit")  # their checks run in this order; any other module after them
-for _module in [*MODULES, *sorted({m.name for m in pkgutil.iter_modules([str(HIDDEN)])} - set(MODULES))]:
+CHECK_MODULES = (*MODULES, *sorted({m.name for m in pkgutil.iter_modules([str(HIDDEN)])} - set(MODULES)))
+for _module in CHECK_MODULES:
     importlib.import_module(f"{hidden.__name__}.{_module}")  # fills TABLE
 TRAINING_POINTS = 2.0  # per threshold of every recipe
 
@@ -47,53 +47,6 @@ STUDENT_CHECKS: tuple[str, ...] = tuple(n for n, c in CHECKS.items() if c.studen
 TEST_CHECKS: tuple[str, ...] = tuple(n for n, c in CHECKS.items() if c.function is not None)  # not training
 
 
-class _Runner:
-    """The pytest plugin: gives the tests ``ctx``, runs the selected ones in the table's order and
-    records each verdict in ``ctx.results`` as it comes (a later check may ask ``ctx.passed``)."""
-
-    def __init__(self, ctx: Context, names: list[str]) -> None:
-        self.ctx, self.names = ctx, names
-
-    @pytest.fixture(name="ctx")
-    def _ctx(self) -> Context:
-        return self.ctx
-
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        by_name = {getattr(getattr(i, "function", None), "check_name", None): i for i in items}
-        chosen = [by_name[n] for n in self.names if n in by_name]
-        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
-        items[:] = chosen
-
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        """Each check draws its inputs from its own seed: the same inputs whichever checks ran before."""
-        self.ctx.reseed(f"check:{getattr(getattr(item, 'function', None), 'check_name', item.name)}")
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> object:
-        yield
-        name = getattr(getattr(item, "function", None), "check_name", None)
-        if name is None or (call.when != "call" and call.excinfo is None) or name in self.ctx.results:
-            return
-        undecided = call.excinfo is not None and isinstance(call.excinfo.value, CheckUndecided)
-        self.ctx.results[name] = CheckResult(name, call.excinfo is None, _message(call.excinfo), undecided=undecided)
-
-
-def _message(excinfo: pytest.ExceptionInfo | None) -> str:
-    """What the student reads: the check's own message; for anything else, what kind of output
-    the grader did not expect (never the grader's traceback)."""
-    if excinfo is None:
-        return ""
-    error = excinfo.value
-    if isinstance(error, (CheckFailed, CheckUndecided)):
-        return str(error)
-    if isinstance(error, AssertionError):  # an instructor's plain assert: its message, or where it failed
-        line = traceback.extract_tb(excinfo.tb)[-1]
-        said = (str(error).splitlines() or [""])[0]  # the first line: pytest's rewritten asserts explain below it
-        return said or f"failed at {Path(line.filename).name} line {line.lineno}: {line.line}"
-    return (f"unexpected output ({type(error).__name__}: {error}); "
-            "see the docstrings for what each function returns")
-
-
 def run_checks(ctx: Context, names: list[str] | None = None) -> list[CheckResult]:
     """Run the checks (all, or ``names``) in the table's order with pytest; then charge forbidden
     calls to their components. A check pytest could not run at all is failed, saying so."""
@@ -103,14 +56,12 @@ def run_checks(ctx: Context, names: list[str] | None = None) -> list[CheckResult
     args = [str(HIDDEN), "-c", os.devnull, "--rootdir", str(HIDDEN), "-q", "--tb=no", "-rN", "--assert=plain",
             "--capture=no", "-W", "ignore", *(f"-pno:{p}" for p in ("cacheprovider", "unraisableexception", "threadexception"))]
     with _no_plugin_autoload(), contextlib.redirect_stdout(io.StringIO()) as said:
-        status = pytest.main(args, plugins=[_Runner(ctx, names)])
+        status = pytest.main(args, plugins=[Runner(ctx, names)])
     if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and names:
         raise RuntimeError(f"pytest could not run the hidden checks (exit status {status}):\n{said.getvalue()[-3000:]}")
     for name in names:
-        ctx.results.setdefault(name, CheckResult(name, False, "the grader could not run this check"))
-        failure = ctx.import_failure(ctx.results[name].component)
-        if failure and not ctx.results[name].passed and not ctx.results[name].undecided:  # the cause, not "does not define 'X'"
-            ctx.results[name] = CheckResult(name, False, f"{failure} (so this check could not run)")
+        if name not in ctx.results:
+            ctx.record(name, CheckFailed("the grader could not run this check"))
     ctx.results = {n: ctx.results[n] for n in [*names, *ctx.results] if n in ctx.results}  # the table's order
     charge_forbidden(ctx)
     return list(ctx.results.values())

@@ -53,6 +53,7 @@ from grader.children import (MARK, Child, OutputTail, base_env, become_subreaper
                              signal_name)
 from grader.scratch import remove_tree
 from grader.tracebacks import Tracebacks
+from grader.checklib import Outcome
 from grader.integrity import ForbiddenCall
 from grader.submission import (
     EXPECTED_MODULES,
@@ -99,21 +100,6 @@ class Limits:
     max_elements: int = 64 << 20  # elements of all the tensors in one message, together
     gpu: bool = False  # let the child see CUDA (training); needs memory_bytes=None: RLIMIT_AS breaks CUDA
     gpu_memory_fraction: float | None = None  # the share of the GPU's memory the child may allocate (JOBS share one)
-
-
-@dataclass
-class Outcome:
-    """What one request (or the import) did. ``value`` is plain data; ``error`` is one line."""
-
-    ok: bool
-    value: object | None = None
-    error: str | None = None
-    kind: str | None = None  # one of KINDS when not ok
-    student_traceback: str = ""  # frames in the student's files, then the exception line
-    forbidden_calls: list[ForbiddenCall] = field(default_factory=list)
-    output: str = ""  # the tail of the student's stdout/stderr during this request
-    update: object | None = None  # the last value the probe sent with worker.report(), also after a failure
-    cpu: tuple[float, float] | None = None  # the worker's seconds (on a CPU, waiting for one) during the request
 
 
 class SandboxError(Exception):

@@ -30,6 +30,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.checklib import PACKAGE_NAME
 from grader.scratch import remove_tree
 from grader.syntax import parse
 
@@ -45,7 +46,6 @@ INTERFACE_NAMES: tuple[str, ...] = (
 )
 EXPECTED_MODULES: tuple[str, ...] = ("attention", "blocks", "vit")
 HELPER_MODULES: tuple[str, ...] = ("data", "training", "configs", "plotting")
-PACKAGE_NAME = "student_submission"
 NOTEBOOK_MODULE = "notebook"
 FALLBACK_MODULE = "solution"
 

@@ -376,7 +376,7 @@ class Worker:
         try:
             if request["type"] not in ("import", "call"):
                 raise RuntimeError(f"a {request['type']} message outside a request")
-            _reset_state(request["seed"], self.config["threads"])
+            reset_state(request["seed"], self.config["threads"])
             with self._observer(self.traps):
                 if request["type"] == "import":
                     body = {"ok": True, "value": self._import(list(request["blocked"])), "error": None}
@@ -457,7 +457,7 @@ def _load_probe(spec: str, table: dict[str, dict[str, Any]]) -> Callable[..., An
     return target
 
 
-def _reset_state(seed: int, threads: int) -> None:
+def reset_state(seed: int, threads: int) -> None:
     """Same seed and same global torch state before every request: same inputs, same outputs."""
     import torch
 

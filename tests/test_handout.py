@@ -85,10 +85,14 @@ def test_no_solution_line_is_inside_and_the_scan_would_see_one(archive: Path, tm
 
 
 def test_the_builder_refuses_to_ship_a_solution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tests = tmp_path / "visible"
-    tests.mkdir()
-    (tests / "test_leak.py").write_text("def test_x():\n    scores = scores.masked_fill(~mask, float(\"-inf\"))\n")
-    monkeypatch.setattr(handout, "VISIBLE_TESTS", tests)
+    write = handout.visible_checks.write
+
+    def leaking(tests: Path) -> list[str]:  # a check that would carry a line of the solution
+        names = write(tests)
+        (tests / "test_leak.py").write_text("def test_x():\n    scores = scores.masked_fill(~mask, float(\"-inf\"))\n")
+        return names
+
+    monkeypatch.setattr(handout.visible_checks, "write", leaking)
     with pytest.raises(handout.HandoutError, match="solution lines"):
         handout.build(tmp_path / "dist", TORCH_SPEC)
     assert not (tmp_path / "dist" / f"{handout.ASSIGNMENT}-handout.zip").exists()
@@ -101,11 +105,13 @@ def fill_exercises(folder: Path) -> None:
 
 
 def assert_not_implemented_then_passing(folder: Path, python: str = sys.executable) -> None:
-    """The visible tests of the unpacked handout ``folder``, run with ``python``: each fails with
-    "not implemented" on the template as shipped, and each passes once the exercises are filled."""
+    """The visible tests of the unpacked handout ``folder``, run with ``python``: each fails on the
+    template as shipped, saying it is not implemented, and each passes once the exercises are filled."""
     unfilled = run_visible_tests(folder, python)
     assert len(unfilled) >= 15
-    assert all(outcome == "failure" and "not implemented" in message for _, outcome, message in unfilled), unfilled
+    # each says the exercise is not done, or (a check built on another) that what it builds on failed
+    assert all(outcome == "failure" and any(said in message for said in ("not implemented", "NotImplementedError", "(above)"))
+               for _, outcome, message in unfilled), unfilled
     fill_exercises(folder)
     done = run_visible_tests(folder, python)
     assert [name for name, outcome, _ in done if outcome != "passed"] == []
@@ -291,7 +297,7 @@ def test_the_handouts_requirements_cover_everything_its_code_imports(archive: Pa
                     if cell["cell_type"] == "code":
                         code = "".join(cell["source"])
                         imported |= _imports("\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))))
-    local = {"student_template", "tests", "conftest"}
+    local = {"student_template", "tests", "conftest", "vitchecks"}
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in local}
 
     def names(text: str) -> set[str]:

@@ -50,7 +50,7 @@ def test_the_wheel_carries_every_file_of_the_kit(wheel: Path) -> None:
         inside = set(zf.namelist())
     missing = [name for name in kit_files() if name not in inside]
     assert missing == []
-    assert "grader/hidden/test_attention.py" in inside and "course/visible_tests/test_attention.py" in inside
+    assert "grader/hidden/test_attention.py" in inside and "course/visible_checks.py" in inside
 
 
 def run_installed(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:

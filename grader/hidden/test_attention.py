@@ -167,7 +167,7 @@ def multihead_mistakes(x: Tensor, s: dict[str, Tensor], h: int, mask: Tensor | N
     """The usual multi-head mistakes, computed here from the same input and the module's weights
     (with a right attention function): cause -> the per-head weights (B, h, T, T) it gives, and
     cause -> the output (B, T, D) it gives with right weights."""
-    B, T, D = x.shape
+    B, T, D = tuple(x.shape)
     d = D // h
 
     def project(p: str) -> Tensor:
@@ -187,7 +187,7 @@ def multihead_mistakes(x: Tensor, s: dict[str, Tensor], h: int, mask: Tensor | N
         "the scores are divided by sqrt(d_model); each head's scores are divided by sqrt(d_head) = "
         "sqrt(d_model / num_heads)": attend(split(q), split(k), D ** 0.5),
     }
-    if mask is not None:
+    if mask is not None:  # and not passed on: one more mistake to name
         weights["the mask is not applied: pass it to the attention function, the same (T, T) mask for every head"] = \
             attend(split(q), split(k), d ** 0.5, keep=None)
     heads = attend(split(q), split(k), d ** 0.5) @ split(v)  # (B, h, T, d)
@@ -233,7 +233,7 @@ def _multihead_parity(ctx: Context, num_heads: int, d_model: int, output_project
 def _multihead_from_own_function(ctx: Context, s: dict[str, Tensor], h: int, x: Tensor, mask: Tensor | None) -> Tensor:
     """Multi-head attention with the module's weights and the student's own attention function:
     the projections, the head split and W^O here; only the attention function in the child."""
-    B, T, D = x.shape
+    B, T, D = tuple(x.shape)
 
     def split(p: str) -> Tensor:
         return F.linear(x, s[f"{p}.weight"], s[f"{p}.bias"]).reshape(B, T, h, D // h).transpose(1, 2)  # (B, h, T, D/h)

@@ -2,7 +2,7 @@
 reference (einops, the tanh GELU, a LayerNorm written by hand with its own parameter names, a
 LayerNorm with eps 1e-6 or 1e-12, projections in an nn.ModuleList behind properties, the class
 token and positional embedding started from N(0, 1)) are graded over five seeds and must all get
-identical, full scores."""
+identical, full scores. The handout's visible tests pass them too (test_agreement)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -109,24 +109,3 @@ def test_a_correct_solution_written_differently_gets_full_marks_on_every_seed(tm
         assert grade.score == grade.max_score > 0, (name, seed, lost)
         scores.append(grade.score)
     assert len(set(scores)) == 1
-
-
-def test_the_visible_tests_pass_every_correct_solution_the_grader_gives_full_marks(tmp_path: Path) -> None:
-    """One judgement, two audiences: what the grader accepts (above), the handout's tests accept too."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_handout import run_visible_tests, unpack
-
-    from course import handout
-
-    folder = unpack(handout.build(tmp_path / "dist", "torch==2.13.0"), tmp_path / "handout")
-    refused = {}
-    for name in sorted(VARIANTS):
-        source = variant(tmp_path / "variants", name)
-        for file in EXERCISES:
-            (folder / "student_template" / file).write_text((source / file).read_text())
-        failed = [(test, message[:200]) for test, outcome, message in run_visible_tests(folder) if outcome != "passed"]
-        if failed:
-            refused[name] = failed
-    assert not refused
