@@ -4,7 +4,8 @@ students receive.
 The archive holds one folder, ``<assignment>/``, with:
 
 - ``student_template/``: generated afresh from ``reference/`` (the exercises with their TODOs,
-  the provided modules, the notebooks, the theory questions);
+  the provided modules, the notebooks, the theory questions); its training notebook trains the
+  recipes, budgets and thresholds of the course file;
 - ``tests/``: the visible tests, plain pytest: the grader's checks that students see, generated
   from its table (``course.visible_checks``), run in the student's own Python on the public seed;
 - ``README.md`` (``course/handout_README.md``), ``requirements.txt`` (torch pinned as the kit
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from course import visible_checks
 from course.archive import assignment_name, installed_torch, write_zip
+from course.notebooks import vit_notebook
 from course.template import BEGIN, END, EXERCISES, PROVIDED, TemplateError, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +91,8 @@ def grading_section(course: Path | None = None) -> str:
     from reference.configs import get_recipe
 
     points, _ = read_rubric(None, course)
-    training = (read_course(course) if course else Course()).training or "mnist"
+    settings = read_course(course) if course else Course()
+    training = settings.training or "mnist"
     trained = TRAINING_CHOICES[training]
     rows, total = [], 0.0
     for component in COMPONENTS:
@@ -98,7 +101,7 @@ def grading_section(course: Path | None = None) -> str:
             continue
         worth = sum(p for n, p in points.items() if n.split(":")[0] == component)
         if exercise != component:
-            recipe = get_recipe(exercise)
+            recipe = settings.recipe_for(exercise, get_recipe(exercise))  # its thresholds as the course sets them
             how = "the weights you submit" if training == "checkpoint" else "your ViT, trained by the grader"
             thresholds = ", ".join(f"{round(100 * t)} %" for t in recipe.thresholds)
             component = f"{recipe.dataset} test accuracy of {how} (at {thresholds})"
@@ -126,6 +129,10 @@ def stage(out: Path, torch_spec: str, assignment: str = ASSIGNMENT, course: Path
         grading = grading_section(course)
     except ValueError as e:  # a course file with a mistake (grader.course.CourseError)
         raise HandoutError(str(e)) from None
+    if course is not None:  # the training notebook trains what this course grades
+        from grader.course import read_course
+
+        (root / "student_template" / "vision_transformer.ipynb").write_text(vit_notebook(read_course(course)))
     (root / "README.md").write_text((Path(__file__).parent / "handout_README.md").read_text().rstrip("\n")
                                     + "\n\n" + grading)
     (root / "requirements.txt").write_text("\n".join((torch_spec, *REQUIREMENTS)) + "\n")

@@ -3,7 +3,7 @@ is called), test it against PyTorch's own layers, and hold the training and plot
 ids are fixed so that regenerating changes nothing."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -127,13 +127,36 @@ def attention_notebook() -> str:
     ])
 
 
-def vit_notebook() -> str:
+def _recipe_code(exercise: str, course: Any, device: bool) -> str:
+    """The line(s) that take the recipe the grader trains ``exercise`` with: the kit's, or the
+    course file's choice and budget (``grader.course.Course``)."""
+    name, epochs = course.recipes.get(exercise, (None, None)) if course is not None else (None, None)
+    where = ", DEVICE" if device and name is None else ""
+    said = "  # on a CPU: the cifar10-cpu recipe" if where else "  # your course's recipe" if name else ""
+    code = f"recipe = configs.get_recipe('{name or exercise}'{where}){said}\n"
+    if epochs is not None:
+        code += ("import dataclasses\n"
+                 f"recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs={epochs:g}))"
+                 "  # your course's budget\n")
+    return code
+
+
+def _targets(exercise: str, course: Any) -> str:
+    from reference.configs import RECIPES  # the kit's thresholds, unless the course sets its own
+
+    levels = course.thresholds.get(exercise) if course is not None else None
+    return ", ".join(f"{round(100 * t)}%" for t in (levels or RECIPES[exercise].thresholds))
+
+
+def vit_notebook(course: Any = None) -> str:
+    """The training notebook; with ``course`` (``grader.course.Course``), the recipes, budgets and
+    thresholds that course grades with (the handout's), else the kit's."""
     return _notebook([
         ("md", "# Vision Transformer\n\n"
                "Implement `patchify` and `VisionTransformer` in `vit.py` (after `attention.py` and `blocks.py`), then "
                "train it. The model hyperparameters and the training recipe are fixed in `configs.py`: the grader "
-               "trains your model with exactly these. Targets: MNIST >= 94% test accuracy; CIFAR-10 points at 25%, "
-               "50% and 70%. Data: set `DATA_DIR` below, or the environment variable `VITKIT_DATA`; "
+               f"trains your model with exactly the recipes below. Points at these test accuracies: MNIST "
+               f"{_targets('mnist', course)}; CIFAR-10 {_targets('cifar10', course)}. Data: set `DATA_DIR` below, or the environment variable `VITKIT_DATA`; "
                "`download=True` fetches the files when you have a network (needs torchvision). Each training stops "
                "at `TIME_LIMIT` seconds."),
         ("code", SETUP + "\n\nvit, configs, data = load(\"vit\"), load(\"configs\"), load(\"data\")\n"
@@ -148,7 +171,7 @@ def vit_notebook() -> str:
                  "print(image[0, 0])\n"
                  "print(vit.patchify(image, 2))  # (1, 4, 4)"),
         ("md", "## MNIST"),
-        ("code", "recipe = configs.get_recipe('mnist')\n"
+        ("code", _recipe_code("mnist", course, device=False) +
                  "mnist = data.load_dataset('mnist', DATA_DIR)\n"
                  "model = recipe.model.build(vit.VisionTransformer)\n"
                  "print(f'{sum(p.numel() for p in model.parameters()):,} parameters')\n"
@@ -162,7 +185,7 @@ def vit_notebook() -> str:
                  "                            f'MNIST test image {i}: attention of the first block')"),
         ("md", "## CIFAR-10\n\nA few minutes on a GPU. On a CPU, `get_recipe` gives the CPU recipe (a smaller "
                "model and a shorter schedule, the one the grader trains there): about 12 minutes on 2 cores."),
-        ("code", "recipe = configs.get_recipe('cifar10', DEVICE)  # on a CPU: the cifar10-cpu recipe\n"
+        ("code", _recipe_code("cifar10", course, device=True) +
                  "print(recipe.name, recipe.model)\n"
                  "cifar = data.load_dataset('cifar10', DATA_DIR)\n"
                  "model = recipe.model.build(vit.VisionTransformer)\n"

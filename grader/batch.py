@@ -70,7 +70,7 @@ def rubric_total(points: dict[str, float], training: str) -> float:
     """The points a submission can get with ``--training``: the max_score of one that could not
     be graded (Gradescope needs a max_score > 0 to record the 0)."""
     recipes = TRAINING_CHOICES[training]
-    names = [*TEST_CHECKS, *(n for n in training_check_names() if n.split(":")[0].removeprefix("training_") in recipes)]
+    names = [*TEST_CHECKS, *(n for n in training_check_names(points) if n.split(":")[0].removeprefix("training_") in recipes)]
     return sum(points.get(n, 0.0) for n in names)
 
 

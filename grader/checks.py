@@ -17,6 +17,7 @@ import io
 import os
 import pkgutil
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pytest
 
@@ -33,15 +34,34 @@ for _module in CHECK_MODULES:
 TRAINING_POINTS = 2.0  # per threshold of every recipe
 
 
-def _training_checks() -> dict[str, Check]:
-    """``training_<recipe>:<threshold>%``: the grader trains the ViT and measures the accuracy itself."""
-    return {name: Check(name, TRAINING_POINTS, description=f"the grader trains your ViT on {r.dataset} with the "
-                                                             f"kit's recipe and measures >= {round(100 * t)}% test accuracy")
-            for r in RECIPES.values() for t in r.thresholds
-            for name in [f"training_{r.name}:{round(100 * t)}%"]}
+def training_check(exercise: str, threshold: float) -> str:
+    """The name of the check that ``exercise``'s test accuracy reaches ``threshold``."""
+    return f"training_{exercise}:{round(100 * threshold)}%"
 
 
-CHECKS: dict[str, Check] = {**TABLE, **_training_checks()}
+def table_for(thresholds: Mapping[str, Sequence[float]] | None = None) -> dict[str, Check]:
+    """The whole table: the hidden checks, then ``training_<exercise>:<threshold>%`` for each
+    exercise's thresholds (a course file's, else its recipe's): the grader trains the ViT and
+    measures the accuracy itself."""
+    training = {}
+    for r in RECIPES.values():
+        for t in (thresholds or {}).get(r.name, r.thresholds):
+            name = training_check(r.name, t)
+            training[name] = Check(name, TRAINING_POINTS, description=f"the grader trains your ViT on {r.dataset} "
+                                                                      f"and measures >= {round(100 * t)}% test accuracy")
+    return {**TABLE, **training}
+
+
+def description(name: str) -> str:
+    """What the check ``name`` tests, in one line (a training check's at any threshold)."""
+    check = CHECKS.get(name)
+    if check is None and name.startswith("training_") and name.endswith("%") and ":" in name:
+        exercise, _, percent = name.removeprefix("training_").partition(":")
+        check = table_for({exercise: [float(percent[:-1]) / 100]}).get(name)
+    return check.description if check else ""
+
+
+CHECKS: dict[str, Check] = table_for()
 COMPONENTS: tuple[str, ...] = tuple(dict.fromkeys(c.component for c in CHECKS.values()))
 STUDENT_CHECKS: tuple[str, ...] = tuple(n for n, c in CHECKS.items() if c.student)
 TEST_CHECKS: tuple[str, ...] = tuple(n for n, c in CHECKS.items() if c.function is not None)  # not training

@@ -8,8 +8,8 @@ training, Gradescope's default timeout).
     training = "mnist"                # what grading trains: none, mnist, all or checkpoint
     gradescope_timeout_minutes = 10   # the timeout set in Gradescope's Autograder Settings
 
-    [recipes]                         # which recipe trains an exercise, and its budget in epochs
-    mnist = { recipe = "mnist-sheet-6x8", epochs = 2 }
+    [recipes]                         # which recipe trains an exercise, its budget in epochs, its thresholds
+    mnist = { recipe = "mnist-sheet-6x8", epochs = 2, thresholds = [0.9, 0.94] }
 
     [guards]                          # the wall-clock guard on training seconds, per recipe
     mnist = 600
@@ -17,7 +17,8 @@ training, Gradescope's default timeout).
     [checks]                          # points and visibility per check (--rubric-template lists them)
     "vit:forward" = { points = 1, visibility = "after_due_date" }
 
-A guard is not a budget: a recipe trains its epochs (stopping early at its target); the guard
+An exercise's thresholds name its training checks (``training_mnist:90%``): ``[checks]`` gives
+them points like any other check (2 each by default). A guard is not a budget: a recipe trains its epochs (stopping early at its target); the guard
 ends a run only on a machine too slow to finish them, and such a run is undecided there, not
 failed (``grader.grade.guard_verdict``).
 """
@@ -50,18 +51,19 @@ class Course:
 
     training: str | None = None
     gradescope_timeout_minutes: float | None = None
-    recipes: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # exercise -> (recipe, epochs or None)
+    recipes: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)  # exercise -> (recipe, epochs)
+    thresholds: dict[str, tuple[float, ...]] = field(default_factory=dict)  # exercise -> its test accuracies to reach
     guards: dict[str, float] = field(default_factory=dict)  # recipe name -> seconds
     checks: dict[str, object] = field(default_factory=dict)  # check name -> points or {points, visibility}
 
-    def recipe_for(self, exercise: str) -> Recipe | None:
-        """The recipe this course trains ``exercise`` with, its budget as the course sets it; None:
-        the kit's own (``reference.configs.get_recipe``, the CPU one on a CPU)."""
-        if exercise not in self.recipes:
-            return None
-        name, epochs = self.recipes[exercise]
-        recipe = get_recipe(name)
-        return recipe if epochs is None else replace(recipe, train=replace(recipe.train, epochs=epochs))
+    def recipe_for(self, exercise: str, kit: Recipe) -> Recipe:
+        """The recipe this course trains ``exercise`` with: the one it names, else ``kit`` (the kit's
+        own for this device), with the budget and thresholds the course sets."""
+        name, epochs = self.recipes.get(exercise, (None, None))
+        recipe = get_recipe(name) if name else kit
+        if epochs is not None:
+            recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
+        return replace(recipe, thresholds=self.thresholds[exercise]) if exercise in self.thresholds else recipe
 
     @property
     def gradescope_guard(self) -> float:
@@ -87,7 +89,7 @@ def _read(path: str) -> Course:
     grading = raw.get("grading") if isinstance(raw.get("grading"), dict) else {}
     guards = raw.get("guards") if isinstance(raw.get("guards"), dict) else {}
     chosen = raw.get("recipes") if isinstance(raw.get("recipes"), dict) else {}
-    recipes, why = _recipes(chosen)
+    recipes, thresholds, why = _recipes(chosen)
     problems += why
     checks = raw.get("checks") if isinstance(raw.get("checks"), dict) else {}
     problems += [f"unknown setting grading.{k} (the settings are {', '.join(SECTIONS['grading'])})"
@@ -102,34 +104,55 @@ def _read(path: str) -> Course:
     problems += [f"guards.{k} must be a number of seconds > 0, not {v!r}" for k, v in guards.items() if not _positive(v)]
     if problems:
         raise CourseError(f"{path}: " + "; ".join(problems))
-    course = Course(training, None if minutes is None else float(minutes), recipes,
-                    {k: float(v) for k, v in guards.items()}, dict(checks))
-    from grader.rubric import apply_entries, read_rubric
+    course = Course(training=training, gradescope_timeout_minutes=None if minutes is None else float(minutes),
+                    recipes=recipes, thresholds=thresholds, guards={k: float(v) for k, v in guards.items()},
+                    checks=dict(checks))
+    from grader.checks import table_for
+    from grader.rubric import apply_entries
 
-    apply_entries(course.checks, *read_rubric(), path)  # the checks, checked now: CourseError's parent names them
+    table = table_for(thresholds)  # the course's own training checks, named by its thresholds
+    apply_entries(course.checks, {n: c.points for n, c in table.items()}, {n: c.visibility for n, c in table.items()},
+                  path)  # the checks, checked now: CourseError's parent names them
     return course
 
 
-def _recipes(chosen: dict) -> tuple[dict[str, tuple[str, float | None]], list[str]]:
-    """[recipes]: exercise -> "recipe" or {recipe = ..., epochs = ...}; the choices and the problems.
-    A recipe may train an exercise when it has the exercise's data and thresholds (its checks)."""
-    found, problems = {}, []
+def _recipes(chosen: dict) -> tuple[dict[str, tuple[str | None, float | None]], dict[str, tuple[float, ...]], list[str]]:
+    """[recipes]: exercise -> "recipe" or {recipe = ..., epochs = ..., thresholds = [...]}, each
+    optional; the choices, the thresholds and the problems. A recipe may train an exercise when it
+    trains on the exercise's data."""
+    found, thresholds, problems = {}, {}, []
     for exercise, entry in chosen.items():
-        name, epochs = (entry, None) if isinstance(entry, str) else \
-            (entry.get("recipe", exercise), entry.get("epochs")) if isinstance(entry, dict) else (None, None)
+        entry = {"recipe": entry} if isinstance(entry, str) else entry
         if exercise not in RECIPES:
             problems.append(f"recipes.{exercise}: no such exercise (the exercises are {', '.join(RECIPES)})")
-        elif not isinstance(name, str) or name not in ALL_RECIPES:
+            continue
+        if not isinstance(entry, dict) or set(entry) - {"recipe", "epochs", "thresholds"}:
+            problems.append(f"recipes.{exercise}: a recipe's name, or a table of recipe, epochs and thresholds")
+            continue
+        name, epochs, levels = entry.get("recipe"), entry.get("epochs"), entry.get("thresholds")
+        if name is not None and (not isinstance(name, str) or name not in ALL_RECIPES):
             problems.append(f"recipes.{exercise}: {name!r} is no recipe (the recipes are {', '.join(ALL_RECIPES)})")
-        elif (ALL_RECIPES[name].dataset, ALL_RECIPES[name].thresholds) != (RECIPES[exercise].dataset, RECIPES[exercise].thresholds):
-            problems.append(f"recipes.{exercise}: {name} trains on other data or thresholds than the exercise")
-        elif isinstance(entry, dict) and set(entry) - {"recipe", "epochs"}:
-            problems.append(f"recipes.{exercise}: an entry holds only recipe and epochs")
+        elif name is not None and ALL_RECIPES[name].dataset != RECIPES[exercise].dataset:
+            problems.append(f"recipes.{exercise}: {name} trains on other data than the exercise")
         elif epochs is not None and not _positive(epochs):
             problems.append(f"recipes.{exercise}.epochs must be a number > 0, not {epochs!r}")
+        elif levels is not None and not _thresholds(levels):
+            problems.append(f"recipes.{exercise}.thresholds must be increasing test accuracies between 0 and 1, "
+                            f"a whole percent apart (e.g. [0.25, 0.5, 0.7]), not {levels!r}")
         else:
-            found[exercise] = (name, None if epochs is None else float(epochs))
-    return found, problems
+            if name is not None or epochs is not None:
+                found[exercise] = (name, None if epochs is None else float(epochs))
+            if levels is not None:
+                thresholds[exercise] = tuple(float(t) for t in levels)
+    return found, thresholds, problems
+
+
+def _thresholds(levels: object) -> bool:
+    """A non-empty, increasing list of accuracies in (0, 1] whose check names (whole percents) differ."""
+    if not isinstance(levels, list) or not levels or not all(_positive(t) and t <= 1 for t in levels):
+        return False
+    percents = [round(100 * t) for t in levels]
+    return all(a < b for a, b in zip(levels, levels[1:])) and len(set(percents)) == len(percents) and percents[0] > 0
 
 
 def _positive(value: object) -> bool:

@@ -24,7 +24,7 @@ import torch
 
 from grader import jail
 from grader.checklib import CHARGED, CheckResult, Context
-from grader.checks import STUDENT_CHECKS, TEST_CHECKS, charge_forbidden, forbidden_in_model, run_checks
+from grader.checks import STUDENT_CHECKS, TEST_CHECKS, charge_forbidden, forbidden_in_model, run_checks, training_check
 from grader.course import read_course
 from grader.integrity import ATTENTION, LIBRARY, ForbiddenCall
 from grader.rubric import read_rubric, training_check_names
@@ -32,7 +32,7 @@ from grader.sandbox import PROBES, Limits, Outcome, Sandbox, starved_by
 from grader.scan import scan_files
 from grader.seeds import derive_seed
 from grader.submission import StagedSubmission, stage_submission
-from reference.configs import Recipe, get_recipe, recipes_for
+from reference.configs import ALL_RECIPES, Recipe, get_recipe, recipes_for
 from reference.data import DataFormatError, DataNotFoundError, ImageDataset, dataset_files, load_dataset, resolve_data_dir
 from reference.training import resolve_device
 
@@ -111,8 +111,8 @@ class GradeOptions:
     def recipe_for(self, exercise: str) -> Recipe:
         """The recipe that trains ``exercise`` here: the course file's choice, else the kit's (on a
         CPU, the exercise's CPU recipe where it has one)."""
-        chosen = read_course(self.course).recipe_for(exercise) if self.course else None
-        return chosen or get_recipe(exercise, self.device)
+        kit = get_recipe(exercise, self.device)
+        return read_course(self.course).recipe_for(exercise, kit) if self.course else kit
 
     def limit_for(self, recipe: Recipe) -> float:
         """The guard on training seconds for ``recipe`` on the resolved device: ``time_limit`` when
@@ -238,7 +238,7 @@ def grade_submission(path: Path, workdir: Path, options: GradeOptions = GradeOpt
             grade.training.append(run)
             training += results
         trained = set(TRAINING_CHOICES[options.training])
-        for name in training_check_names():
+        for name in training_check_names(points):
             if name.split(":")[0].removeprefix("training_") not in trained:
                 training.append(CheckResult(name, False, f"not run (TRAINING={options.training})", skipped=True))
     charge_forbidden(ctx)  # again: calls made while training count too
@@ -270,9 +270,10 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
                      isolation: jail.Isolation | None = None) -> tuple[TrainingRun, list[CheckResult]]:
     """Train the student's ViT with the recipe ``name``; one CheckResult per threshold, decided
     by the accuracies the grader computed itself (``TrainingRun.measured``)."""
-    recipe = get_recipe(name)
-    names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
-    run = TrainingRun(name)
+    options = options.resolved()
+    recipe = options.recipe_for(name)  # the course's, else on a CPU the exercise's CPU recipe where it has one
+    names = [training_check(name, t) for t in recipe.thresholds]
+    run = TrainingRun(name, recipe.name)
 
     def verdicts(message: str, skipped: bool = False, undecided: bool = False) -> list[CheckResult]:
         """A threshold reached is passed whatever ended the run; one not reached is failed, or
@@ -286,9 +287,6 @@ def train_submission(staged: StagedSubmission, ctx: Context, name: str, options:
     if refused:
         run.message = f"not trained: {refused}"
         return run, verdicts(run.message)
-    options = options.resolved()
-    recipe = options.recipe_for(name)  # the course's, else on a CPU the exercise's CPU recipe where it has one
-    run.config = recipe.name
     try:
         data = _dataset(recipe.dataset, options.data_dir)  # held here; the children get parts of it
     except (DataNotFoundError, DataFormatError) as e:
@@ -472,8 +470,8 @@ def too_fast(recipe: Recipe, train_images: int, evaluation: int, accuracy: float
     """Why passing the top threshold at the ``evaluation``-th planned evaluation is sooner than the
     reference ever did (its ENVELOPES figure, on the real data only), or ""."""
     envelope = ENVELOPES.get(recipe.name)
-    if envelope is None or train_images != envelope.train_images:
-        return ""
+    if envelope is None or train_images != envelope.train_images or recipe.thresholds != ALL_RECIPES[recipe.name].thresholds:
+        return ""  # no figure for this recipe, these data or the thresholds a course set
     epochs = evaluation / recipe.train.evals_per_epoch  # at most this much training had happened
     if epochs >= ENVELOPE_SHARE * envelope.fastest_epochs:
         return ""
@@ -616,8 +614,8 @@ def checkpoint_submission(staged: StagedSubmission, ctx: Context, name: str, opt
     """Measure the weights the student trained and submitted (``<recipe>.pt``) in the student's own
     VisionTransformer with the recipe's configuration: test accuracy (labels kept here) decides
     the thresholds; weights doing clearly better on the test set than on training images earn none."""
-    recipe = get_recipe(name)
-    names = [f"training_{name}:{round(100 * t)}%" for t in recipe.thresholds]
+    recipe = replace(get_recipe(name), thresholds=options.recipe_for(name).thresholds)  # the course's thresholds
+    names = [training_check(name, t) for t in recipe.thresholds]
     run = TrainingRun(name)
     file = f"{name}.pt"
 

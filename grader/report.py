@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from grader.checks import CHECKS, COMPONENTS
+from grader.checks import COMPONENTS, description
 from grader.grade import Grade
 from grader.scratch import remove_tree
 
@@ -169,12 +169,12 @@ def gradescope_results(grade: Grade, figures: list[dict] | None = None) -> dict:
             continue
         counters[r.component] += 1
         score, worth = grade.score_of(r)
-        check = CHECKS.get(r.name)
+        described = description(r.name)
         said = said_once.get(r.name) or r.message or "passed"
         test = {
             "name": r.name, "number": f"{components.index(r.component) + 1}.{counters[r.component]}",
             "score": score, "max_score": worth, "status": "passed" if r.passed else "failed",
-            "output": (f"*{escape(check.description, 'md')}*\n\n" if check and check.description else "") + _md(said),
+            "output": (f"*{escape(described, 'md')}*\n\n" if described else "") + _md(said),
             "output_format": "md", "tags": [r.component],
             "visibility": grade.visibility.get(r.name, "visible"),
         }
@@ -184,7 +184,7 @@ def gradescope_results(grade: Grade, figures: list[dict] | None = None) -> dict:
             test["extra_data"] = {"undecided": True}
         figure = shown.pop(r.component, None)
         if figure is not None and (figure["curves"] or figure["attention"]):
-            test["raw"] = ((f"{check.description}\n\n" if check and check.description else "")
+            test["raw"] = ((f"{described}\n\n" if described else "")
                            + ("Undecided (not a verdict on your code)\n\n" if r.undecided else "") + _visible(said, keep="\n\t"))
             _training_html(test, figure)
             del test["raw"]
@@ -301,8 +301,7 @@ def check_rows(grade: Grade) -> list[dict]:
         score, worth = grade.score_of(r)
         status, css = _status(r)
         message = said_once.get(r.name, r.message) if not r.passed or r.skipped else ""
-        check = CHECKS.get(r.name)
-        rows.append({"name": r.name, "description": check.description if check else "", "points": f"{score:g} / {worth:g}",
+        rows.append({"name": r.name, "description": description(r.name), "points": f"{score:g} / {worth:g}",
                      "status": status, "css": css, "message": message})
     return sorted(rows, key=lambda row: order[row["css"]])
 

@@ -19,9 +19,10 @@ class RubricError(ValueError):
     """The rubric file is missing, unreadable or names checks that do not exist."""
 
 
-def training_check_names() -> list[str]:
-    """``training_<recipe>:<threshold>%`` for every recipe's thresholds."""
-    return [n for n, c in CHECKS.items() if c.function is None]
+def training_check_names(points: dict[str, float] | None = None) -> list[str]:
+    """``training_<exercise>:<threshold>%`` for every exercise's thresholds: the kit's, or those of
+    the rubric ``points`` (``read_rubric``'s, which a course file names by its thresholds)."""
+    return [n for n in (points or CHECKS) if n.startswith("training_")]
 
 
 def load_rubric(path: str | Path | None = None, course: str | Path | None = None) -> dict[str, float]:
@@ -44,11 +45,15 @@ def read_rubric(path: str | Path | None = None, course: str | Path | None = None
     """(points, visibility) per check name: the table, changed by the course file's ``[checks]``
     (``grader.course``), then by the JSON rubric at ``path``; a RubricError (a CourseError for the
     course file) that names every problem."""
-    points = {n: c.points for n, c in CHECKS.items()}
-    visibility = {n: c.visibility for n, c in CHECKS.items()}
+    table = CHECKS
     if course is not None:
+        from grader.checks import table_for
         from grader.course import read_course
 
+        table = table_for(read_course(course).thresholds)  # its training checks are named by its thresholds
+    points = {n: c.points for n, c in table.items()}
+    visibility = {n: c.visibility for n, c in table.items()}
+    if course is not None:
         apply_entries(read_course(course).checks, points, visibility, str(course))
     if path is None:
         return points, visibility
@@ -70,7 +75,7 @@ def apply_entries(entries: dict, points: dict[str, float], visibility: dict[str,
     "visibility": ...}), after checking every one: a RubricError naming all problems, and nothing changed."""
     given = {k: v.get("points", points.get(k)) if isinstance(v, dict) else v for k, v in entries.items()}
     shown = {k: v.get("visibility", visibility.get(k)) for k, v in entries.items() if isinstance(v, dict)}
-    unknown = sorted(set(entries) - set(CHECKS))
+    unknown = sorted(set(entries) - set(points))  # the checks of the table in use (a course's training checks)
     bad = sorted(k for k, v in given.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0)
     unseen = sorted(k for k, v in shown.items() if v not in VISIBILITIES)
     extra = sorted(k for k, v in entries.items() if isinstance(v, dict) and set(v) - {"points", "visibility"})

@@ -72,12 +72,40 @@ def test_a_course_trains_an_exercise_with_another_recipe_and_budget(tmp_path):
         assert part in str(said.value)
 
 
+def test_a_course_sets_an_exercises_thresholds_which_name_its_checks(tmp_path):
+    course = course_file(tmp_path, '[recipes]\nmnist = { thresholds = [0.9, 0.95] }\n'
+                                   'cifar10 = { recipe = "cifar10", thresholds = [0.3, 0.6] }\n'
+                                   '[checks]\n"training_mnist:95%" = { points = 3, visibility = "after_due_date" }\n')
+    points, visibility = read_rubric(None, course)
+    assert [n for n in points if n.startswith("training_")] == ["training_mnist:90%", "training_mnist:95%",
+                                                                 "training_cifar10:30%", "training_cifar10:60%"]
+    assert (points["training_mnist:90%"], points["training_mnist:95%"], visibility["training_mnist:95%"]) == \
+        (2.0, 3.0, "after_due_date")
+    assert GradeOptions(course=str(course), device="cpu").recipe_for("mnist").thresholds == (0.9, 0.95)
+    cifar = GradeOptions(course=str(course), device="cpu").recipe_for("cifar10")
+    assert (cifar.name, cifar.thresholds) == ("cifar10", (0.3, 0.6))  # the course named the GPU recipe
+    thresholds_only = course_file(tmp_path, '[recipes]\ncifar10 = { thresholds = [0.5] }\n', "only.toml")
+    assert GradeOptions(course=str(thresholds_only), device="cpu").recipe_for("cifar10").name == "cifar10-cpu"
+    bad = course_file(tmp_path, '[recipes]\nmnist = { thresholds = [0.94, 0.9] }\ncifar10 = { thresholds = [0.501, 0.504] }\n'
+                                '[checks]\n"training_mnist:94%" = 1\n', "bad.toml")
+    with pytest.raises(CourseError) as said:
+        read_course(bad)
+    assert "recipes.mnist.thresholds must be increasing" in str(said.value)
+    assert "recipes.cifar10.thresholds must be increasing" in str(said.value)  # two checks named 50%
+    unknown = course_file(tmp_path, '[recipes]\nmnist = { thresholds = [0.9] }\n[checks]\n"training_mnist:94%" = 1\n', "u.toml")
+    with pytest.raises(ValueError, match="unknown checks: training_mnist:94%"):
+        read_course(unknown)
+
+
 def test_grading_trains_the_courses_recipe(tmp_path):
-    course = course_file(tmp_path, '[recipes]\nmnist = "mnist-sheet-5x64"\n')
+    course = course_file(tmp_path, '[recipes]\nmnist = { recipe = "mnist-sheet-5x64", thresholds = [0.05, 0.94] }\n')
     data = make_mnist_dir(tmp_path / "data", 256, 64)
     options = GradeOptions(training="mnist", device="cpu", data_dir=str(data), time_limit=0.0, course=str(course))
-    run = grade_submission(REPO / "reference", tmp_path / "work", options).training[0]
+    grade = grade_submission(REPO / "reference", tmp_path / "work", options)
+    run = grade.training[0]
     assert (run.recipe, run.config) == ("mnist", "mnist-sheet-5x64") and run.measured
+    assert [r.name for r in grade.results if r.component == "training_mnist"] == ["training_mnist:5%", "training_mnist:94%"]
+    assert grade.max_score == 20 + 2 * 2  # the course's two thresholds, 2 points each
     assert run.attention is not None and tuple(run.attention.shape) == (4, 17, 17)
 
 
@@ -120,6 +148,12 @@ def test_the_handout_says_how_the_course_grades(tmp_path):
     more = 3 - CHECKS["attention:function_shapes"].points
     assert f"| attention | {4 + more:g} |" in section  # the table's 4 and what this course adds
     assert "the weights you submit (at 94 %)" in section and "(at 25 %, 50 %, 70 %)" in section
+    own = course_file(tmp_path, '[recipes]\nmnist = { recipe = "mnist-sheet-6x8", epochs = 3, thresholds = [0.9, 0.95] }\n',
+                      "own.toml")
+    assert "(at 90 %, 95 %)" in handout.grading_section(own) and "Total: 24 points" in handout.grading_section(own)
+    with zipfile.ZipFile(handout.build(tmp_path / "own", "torch==2.13.0", course=own)) as zf:  # its notebook trains them
+        notebook = zf.read(f"{handout.ASSIGNMENT}/student_template/vision_transformer.ipynb").decode()
+    assert "get_recipe('mnist-sheet-6x8')" in notebook and "epochs=3" in notebook and "MNIST 90%, 95%" in notebook
     assert f"Total: {28 + more:g} points" in section  # 20 + MNIST's 2 + CIFAR-10's 6 (checkpoint grades both)
     with pytest.raises(handout.HandoutError, match="unknown section"):
         handout.build(tmp_path / "dist", "torch==2.13.0", course=course_file(tmp_path, "[nope]\n", "nope.toml"))
