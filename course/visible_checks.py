@@ -78,9 +78,10 @@ def student_module(source: str, keep: set[str], module: str) -> str:
     lines = source.splitlines(keepends=True)
     out: list[str] = [HEADER, f'"""The grader\'s checks of {module} that students see (``make check``): generated '
                               'from its table of checks."""\n']
-    for i, node in enumerate(body):
+    end = tree.body[0].end_lineno if body is not tree.body else 0  # where the statement before ends (the docstring's)
+    for node in body:
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
-        gap = lines[(body[i - 1].end_lineno if i else (tree.body[0].end_lineno if body is not tree.body else 0)):start]
+        gap, end = lines[end:start], node.end_lineno  # the comments and blank lines before this statement
         if id(node) not in kept and not isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         out += gap
